@@ -1,0 +1,41 @@
+"""The purenn exception hierarchy: one base, each error also a builtin type for `except` compatibility."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "DonatedError",
+    "MutatedError",
+    "PurennError",
+    "ShapeError",
+    "StateError",
+    "TreeMismatchError",
+]
+
+
+class PurennError(Exception):
+    """Base class of every error purenn raises on bad input."""
+
+
+class TreeMismatchError(PurennError, ValueError):
+    """Two trees that must share a structure do not; the message names the first differing path."""
+
+
+class ShapeError(PurennError, ValueError):
+    """A tensor has the wrong shape, rank or dtype for where it was passed; the message names it."""
+
+
+class StateError(PurennError, ValueError):
+    """A stateful model was called without its state, or with state of the wrong structure."""
+
+
+class MutatedError(PurennError, RuntimeError):
+    """A leaf of a purenn tree was modified in place after the tree was built."""
+
+
+class DonatedError(PurennError, RuntimeError):
+    """A tree that was donated to a compiled function was used after the call consumed it."""
+
+
+class CheckpointError(PurennError, OSError):
+    """A checkpoint is missing, truncated, corrupted or does not match what was expected."""

@@ -1,0 +1,56 @@
+"""`pn.apply_updates` and `pn.step`: new params from updates, never writing into the old ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _treeutil
+from ._errors import ShapeError
+from ._guard import debug_check
+from .optim import GradientTransformation
+
+__all__ = ["apply_updates", "step"]
+
+
+def apply_updates(params: Any, updates: Any) -> Any:
+    """`params + updates`, leaf by leaf, as a new tree; each result keeps its param's dtype.
+
+    Raises:
+        TreeMismatchError: the structures differ (naming the first differing path).
+        ShapeError: a leaf's update has another shape (no silent broadcasting).
+
+    Example:
+        >>> updates, state = opt.update(grads, state, params)
+        >>> params = pn.apply_updates(params, updates)
+    """
+    debug_check(params=params, updates=updates)
+    paths, p_leaves, spec = _treeutil.flatten_with_paths(params)
+    _treeutil.check_same_structure(params, [updates], ["params", "updates"])
+    new = []
+    for path, p, u in zip(paths, p_leaves, _treeutil.flatten(updates)[0], strict=True):
+        if p.shape != u.shape:
+            raise ShapeError(f"apply_updates: update '{path}' has shape {tuple(u.shape)} but the param has {tuple(p.shape)}")
+        out = p + u
+        new.append(out if out.dtype == p.dtype else out.to(p.dtype))
+    return _treeutil.unflatten(spec, new)
+
+
+def step(opt: Any, params: Any, grads: Any, opt_state: Any) -> tuple[Any, Any]:
+    """One optimizer step: `(new_params, new_opt_state)`. Pure: no argument is modified.
+
+    Equivalent to `updates, s = opt.update(grads, opt_state, params)` followed by
+    `pn.apply_updates(params, updates)`.
+
+    Example:
+        >>> opt = pn.optim.adamw(1e-3)
+        >>> opt_state = opt.init(params)
+        >>> for x, y in batches:
+        ...     grads = pn.grad(loss_fn)(params, x, y)
+        ...     params, opt_state = pn.step(opt, params, grads, opt_state)
+    """
+    if not isinstance(opt, GradientTransformation):
+        raise TypeError(f"pn.step(opt, params, grads, opt_state): opt must be a GradientTransformation, got {type(opt).__name__}")
+    debug_check(params=params, grads=grads, opt_state=opt_state)
+    updates, new_state = opt.update(grads, opt_state, params)
+    return apply_updates(params, updates), new_state
+

@@ -1,0 +1,180 @@
+"""`pn.from_torch`: any `torch.nn.Module` as a pure model over explicit params and buffers."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch.func import functional_call
+
+from .. import random as pnr
+from .._errors import ShapeError, TreeMismatchError
+from .._params import Params
+from ._model import Model
+
+__all__ = ["TorchModel", "from_torch"]
+
+_RANDOM_MODULES = (torch.nn.modules.dropout._DropoutNd, torch.nn.AlphaDropout, torch.nn.FeatureAlphaDropout)
+
+
+def _uses_randomness(module: torch.nn.Module) -> bool:
+    for sub in module.modules():
+        if isinstance(sub, _RANDOM_MODULES) and sub.p > 0:
+            return True
+        if isinstance(sub, torch.nn.MultiheadAttention) and sub.dropout > 0:
+            return True
+    return False
+
+
+def _seed(key: torch.Tensor) -> int:
+    pnr._check_key(key)
+    try:
+        hi, lo = (int(word) for word in key.tolist())
+    except RuntimeError as error:
+        raise ValueError(
+            "a model from pn.from_torch draws its randomness (dropout) through torch's RNG, seeded "
+            "from the key, so the key must be a concrete tensor; it cannot vary under torch.func.vmap. "
+            "Use pn.nn layers for per-member dropout keys in an ensemble."
+        ) from error
+    return (hi << 32) | lo
+
+
+class TorchModel(Model):
+    """A `torch.nn.Module` run through `torch.func.functional_call` with explicit params and state.
+
+    Holds a private structural copy of the module on the meta device (no real tensors)
+    and the module's buffers at conversion time as the initial state. `apply` never
+    touches the original module.
+    """
+
+    __slots__ = ("_devices", "_initial_state", "_random", "_shapes", "_skeleton")
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"pn.from_torch expects a torch.nn.Module, got {type(module).__name__}")
+        skeleton = copy.deepcopy(module)
+        self._devices = sorted({str(t.device) for t in (*module.parameters(), *module.buffers())}) or ["cpu"]
+        skeleton.to("meta")
+        self._skeleton = skeleton
+        self._shapes = {name: (tuple(p.shape), p.dtype) for name, p in module.named_parameters()}
+        self._initial_state = Params.from_state_dict(
+            {name: b.detach().clone() for name, b in module.named_buffers()}
+        )
+        self._random = _uses_randomness(module)
+
+    @property
+    def module_type(self) -> str:
+        return type(self._skeleton).__name__
+
+    def __repr__(self) -> str:
+        return f"pn.from_torch({self.module_type}, {len(self._shapes)} params, {len(self._initial_state)} buffers)"
+
+    @property
+    def has_state(self) -> bool:
+        return len(self._initial_state) > 0
+
+    def init_state(self) -> Params:
+        """Copies of the module's buffers as they were when it was converted."""
+        return Params.from_state_dict({k: v.clone() for k, v in self._initial_state.to_state_dict().items()})
+
+    def init(self, key: torch.Tensor) -> Params:
+        """Fresh params from the module's own `reset_parameters()`, seeded from `key`.
+
+        Raises:
+            ValueError: if a parameter belongs to a module without `reset_parameters`.
+        """
+        module = copy.deepcopy(self._skeleton).to_empty(device=self._devices[0])
+        covered: set[str] = set()
+        with torch.random.fork_rng(devices=self._cuda_devices()):
+            torch.manual_seed(_seed(key))
+            for prefix, sub in module.named_modules():
+                reset = getattr(sub, "reset_parameters", None)
+                if callable(reset):
+                    reset()
+                    covered.update(f"{prefix}.{n}" if prefix else n for n, _ in sub.named_parameters())
+        names = [name for name, _ in module.named_parameters()]
+        uncovered = [name for name in names if name not in covered]
+        if uncovered:
+            raise ValueError(
+                f"cannot re-initialise {uncovered}: their modules define no reset_parameters(). "
+                "Use the params returned by pn.from_torch(module), or initialise them yourself."
+            )
+        return Params.from_state_dict({n: p.detach() for n, p in module.named_parameters()})
+
+    def _cuda_devices(self) -> list[int]:
+        return [torch.device(d).index or 0 for d in self._devices if d.startswith("cuda")]
+
+    def _check_params(self, params: Params) -> dict[str, torch.Tensor]:
+        flat = params.to_state_dict()
+        missing = [n for n in self._shapes if n not in flat]
+        extra = [n for n in flat if n not in self._shapes]
+        if missing or extra:
+            raise TreeMismatchError(
+                f"params do not fit the converted {self.module_type}: "
+                + "; ".join(s for s in (f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else "") if s)
+                + ". Were these params made by another model?"
+            )
+        for name, (shape, _) in self._shapes.items():
+            if tuple(flat[name].shape) != shape:
+                raise ShapeError(
+                    f"params '{name}' has shape {tuple(flat[name].shape)}, but the {self.module_type} "
+                    f"has it as {shape}"
+                )
+        return flat
+
+    def _check_state(self, state: Params) -> dict[str, torch.Tensor]:
+        flat = state.to_state_dict()
+        expected = self._initial_state.to_state_dict()
+        if set(flat) != set(expected):
+            missing = sorted(set(expected) - set(flat))
+            extra = sorted(set(flat) - set(expected))
+            raise TreeMismatchError(
+                f"state does not fit the converted {self.module_type} (its buffers): "
+                f"missing {missing}, unexpected {extra}. Use model.init_state()."
+            )
+        return flat
+
+    def _forward(self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str) -> tuple[Any, Params]:
+        tensors = self._check_params(params)
+        buffers = {name: b.clone() for name, b in self._check_state(state).items()}
+        args = x if isinstance(x, tuple) else (x,)
+        self._skeleton.train(train)
+        if train and self._random and key is None:
+            raise ValueError(
+                f"this {self.module_type} uses dropout, so training needs a PRNG key: "
+                "model.apply(params, x, key=key, train=True)"
+            )
+        try:
+            if train:
+                with torch.random.fork_rng(devices=self._cuda_devices()):
+                    torch.manual_seed(0 if key is None else _seed(key))
+                    y = functional_call(self._skeleton, {**tensors, **buffers}, args, strict=True)
+            else:
+                y = functional_call(self._skeleton, {**tensors, **buffers}, args, strict=True)
+        except RuntimeError as error:
+            if "shape" not in str(error) and "size" not in str(error):
+                raise
+            shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
+            raise ShapeError(f"the converted {self.module_type} failed on input of shape {', '.join(map(str, shapes))}: {error}") from error
+        new_state = Params.from_state_dict(buffers) if buffers else state
+        return y, new_state
+
+
+def from_torch(module: torch.nn.Module) -> tuple[TorchModel, Params]:
+    """Convert a `torch.nn.Module` into `(model, params)`.
+
+    `params` are detached copies of the module's parameters, keyed by their
+    `named_parameters()` names (tied parameters appear once). Buffers (BatchNorm
+    running statistics) become `model.init_state()`. `model.apply(params, x)`
+    equals `module(x)` for the same values; in training mode with state, the
+    buffers the module would update in place are returned as new state instead.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8))
+        >>> model, params = pn.from_torch(net)
+        >>> y, state = model.apply(params, torch.randn(16, 4), state=model.init_state(), train=True)
+    """
+    model = TorchModel(module)
+    params = Params.from_state_dict({name: p.detach().clone() for name, p in module.named_parameters()})
+    return model, params

@@ -1,0 +1,49 @@
+"""The update-rule interface: `GradientTransformation(init, update)` and `EmptyState`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+import torch
+
+from .._node import node
+
+__all__ = ["EmptyState", "GradientTransformation", "InitFn", "Schedule", "UpdateFn"]
+
+Schedule = Callable[[torch.Tensor], "torch.Tensor | float"]
+
+
+class InitFn(Protocol):
+    def __call__(self, params: Any) -> Any: ...
+
+
+class UpdateFn(Protocol):
+    def __call__(self, grads: Any, state: Any, params: Any = None) -> tuple[Any, Any]: ...
+
+
+@attrs.frozen
+class GradientTransformation:
+    """An update rule as a pair of pure functions.
+
+    `init(params) -> state` makes the rule's state; `update(grads, state, params)
+    -> (updates, new_state)` turns gradients into updates, which
+    `pn.apply_updates(params, updates)` adds to the params. Neither function
+    modifies its arguments. Build your own rule by passing two functions.
+
+    Example:
+        >>> def init(params):
+        ...     return pn.optim.EmptyState()
+        >>> def update(grads, state, params=None):
+        ...     return pn.tree.scale(grads, -0.1), state
+        >>> plain_sgd = pn.optim.GradientTransformation(init, update)
+    """
+
+    init: InitFn
+    update: UpdateFn
+
+
+@node
+class EmptyState:
+    """The state of a rule that keeps none (e.g. plain SGD); a tree node with no leaves."""

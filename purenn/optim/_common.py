@@ -1,0 +1,86 @@
+"""Shared pieces of the built-in rules: argument checks, learning rates, leaf bookkeeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .. import _treeutil
+from .._errors import ShapeError, TreeMismatchError
+from .._guard import debug_check
+from .._treeutil import PyTreeSpec
+
+__all__ = ["check_nonnegative", "check_update_args", "float_leaves", "lr_value", "validate_lr"]
+
+LearningRate = float | torch.Tensor | Callable[[torch.Tensor], Any]
+
+
+def validate_lr(lr: LearningRate) -> None:
+    if callable(lr):
+        return
+    if isinstance(lr, torch.Tensor):
+        if lr.numel() != 1:
+            raise ValueError(f"Tensor lr must be 1-element, got shape {tuple(lr.shape)}")
+        lr = float(lr)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise TypeError(f"lr must be a float, a 1-element tensor or a schedule count -> lr, got {type(lr).__name__}")
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def check_nonnegative(name: str, value: float, label: str | None = None) -> None:
+    if not 0.0 <= value:
+        raise ValueError(f"Invalid {label or name} value: {value}")
+
+
+def lr_value(lr: LearningRate, count: torch.Tensor) -> torch.Tensor | float:
+    """The learning rate for the update that follows `count` earlier updates."""
+    return lr(count) if callable(lr) else lr
+
+
+def float_leaves(rule: str, params: Any) -> tuple[list[str], list[torch.Tensor], PyTreeSpec]:
+    """Paths, leaves and structure of `params`, rejecting non-tensor and non-float leaves."""
+    paths, leaves, spec = _treeutil.flatten_with_paths(params)
+    for path, leaf in zip(paths, leaves, strict=True):
+        if not isinstance(leaf, torch.Tensor):
+            raise TypeError(f"{rule}: param '{path}' is a {type(leaf).__name__}, not a tensor")
+        if not (leaf.is_floating_point() or leaf.is_complex()):
+            raise TypeError(
+                f"{rule}: param '{path}' has dtype {leaf.dtype}; update rules need floating-point "
+                "params (leave integer tensors out of the trained tree)"
+            )
+    return paths, leaves, spec
+
+
+def check_update_args(
+    rule: str, grads: Any, state: Any, params: Any, like: Any
+) -> tuple[list[str], list[torch.Tensor], PyTreeSpec]:
+    """Check `grads` (and `params` if given) against `like`, a params-shaped part of `state`.
+
+    Returns the paths, leaves and structure of `grads`. Raises TreeMismatchError or
+    ShapeError naming the first offending path.
+    """
+    debug_check(grads=grads, state=state, params=params)
+    paths, leaves, spec = _treeutil.flatten_with_paths(grads)
+    like_spec = _treeutil.structure(like)
+    if spec != like_spec:
+        raise _treeutil.mismatch_error(like_spec, spec, "the optimizer state (from opt.init(params))", "grads")
+    for path, g, ref in zip(paths, leaves, _treeutil.flatten(like)[0], strict=True):
+        if not isinstance(g, torch.Tensor):
+            raise TypeError(f"{rule}: grads '{path}' is a {type(g).__name__}, not a tensor")
+        if g.shape != ref.shape:
+            raise ShapeError(f"{rule}: grads '{path}' has shape {tuple(g.shape)} but the param has {tuple(ref.shape)}")
+        if g.dtype != ref.dtype:
+            raise ShapeError(f"{rule}: grads '{path}' has dtype {g.dtype} but the param has {ref.dtype}")
+    if params is not None:
+        params_spec = _treeutil.structure(params)
+        if params_spec != spec:
+            raise _treeutil.mismatch_error(spec, params_spec, "grads", "params")
+    return paths, leaves, spec
+
+
+def require_params(rule: str, params: Any) -> None:
+    if params is None:
+        raise TreeMismatchError(f"{rule}: this rule needs params (for weight decay): call update(grads, state, params)")

@@ -1,0 +1,87 @@
+"""Arithmetic over trees: add, sub, scale, global_norm, allclose, diff."""
+
+from __future__ import annotations
+
+import functools
+from numbers import Number
+from typing import Any
+
+import torch
+
+from .. import _treeutil
+from .._errors import ShapeError
+
+__all__ = ["add", "allclose", "diff", "global_norm", "scale", "sub"]
+
+
+def add(a: Any, b: Any) -> Any:
+    """Leaf-wise `a + b` over two trees of the same structure."""
+    return _treeutil.tree_map(torch.add, a, b, names=["a", "b"])
+
+
+def sub(a: Any, b: Any) -> Any:
+    """Leaf-wise `a - b` over two trees of the same structure."""
+    return _treeutil.tree_map(torch.sub, a, b, names=["a", "b"])
+
+
+def scale(tree: Any, factor: float | torch.Tensor) -> Any:
+    """Every leaf multiplied by `factor` (a number or 0-d tensor). `scale(factor, tree)` also works."""
+    if isinstance(tree, Number) and not isinstance(factor, Number):
+        tree, factor = factor, tree
+    if isinstance(factor, torch.Tensor) and factor.dim() != 0:
+        raise ValueError(f"pn.tree.scale: factor must be a number or a 0-d tensor, got shape {tuple(factor.shape)}")
+    return _treeutil.tree_map(lambda leaf: leaf * factor, tree)
+
+
+def global_norm(tree: Any) -> torch.Tensor:
+    """The L2 norm of all leaves together, `sqrt(sum_i ||leaf_i||^2)`, as a 0-d tensor.
+
+    Computed per leaf in the leaf's dtype (as `torch.nn.utils.clip_grad_norm_` does)
+    and returned on the first leaf's device; 0 for an empty tree.
+    """
+    leaves = _treeutil.tensor_leaves(tree)
+    if not leaves:
+        return torch.tensor(0.0)
+    norms = [torch.linalg.vector_norm(leaf) for leaf in leaves]
+    dtype = functools.reduce(torch.promote_types, (n.dtype for n in norms))
+    device = leaves[0].device
+    return torch.linalg.vector_norm(torch.stack([n.to(device=device, dtype=dtype) for n in norms]))
+
+
+def allclose(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-8, *, equal_nan: bool = False) -> bool:
+    """True when the trees share a structure and every pair of leaves is `torch.allclose`.
+
+    Leaves with different shapes, dtypes or devices are not close.
+
+    Raises:
+        TreeMismatchError: if the structures differ (naming the first differing path).
+    """
+    _treeutil.check_same_structure(a, [b], ["a", "b"])
+    for x, y in zip(_treeutil.flatten(a)[0], _treeutil.flatten(b)[0], strict=True):
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+            if x != y:
+                return False
+            continue
+        if x.shape != y.shape or x.dtype != y.dtype or x.device != y.device:
+            return False
+        if not torch.allclose(x, y, rtol=rtol, atol=atol, equal_nan=equal_nan):
+            return False
+    return True
+
+
+def diff(a: Any, b: Any) -> Any:
+    """Per-leaf L2 norm of the change `b - a`, as a tree of 0-d tensors with the structure of `a`.
+
+    Example:
+        >>> new_params, state = pn.step(opt, params, grads, state)
+        >>> print(pn.tree.summary(pn.tree.diff(params, new_params)))  # what each leaf moved
+    """
+    _treeutil.check_same_structure(a, [b], ["a", "b"])
+    paths, old, spec = _treeutil.flatten_with_paths(a)
+    norms = []
+    for path, x, y in zip(paths, old, _treeutil.flatten(b)[0], strict=True):
+        if x.shape != y.shape:
+            raise ShapeError(f"pn.tree.diff: at '{path}', a has shape {tuple(x.shape)} but b has {tuple(y.shape)}")
+        dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
+        norms.append(torch.linalg.vector_norm(y.to(dtype) - x.to(dtype)))
+    return _treeutil.unflatten(spec, norms)
