@@ -34,7 +34,7 @@ def loss(
     @functools.wraps(criterion)
     def loss_fn(params: Any, x: Any, y: Any, **apply_kwargs: Any) -> Any:
         out = apply_fn(params, x, **apply_kwargs)
-        if "state" in apply_kwargs:
+        if apply_kwargs.get("state") is not None:
             prediction, new_state = out
             return criterion(prediction, y), new_state
         return criterion(out, y)

@@ -66,14 +66,28 @@ def node(cls: T) -> T:
 
     frozen._pn_children = children  # type: ignore[attr-defined]
     optree.register_pytree_node(frozen, flatten, unflatten, namespace=NAMESPACE)
+    # torch's pytree treats None as a leaf where optree sees an empty node: keep None
+    # fields out of torch's children and in its context, so both registries agree.
+    def torch_flatten(obj: Any) -> tuple[list[Any], tuple[Any, ...]]:
+        values, static_values, _ = flatten(obj)
+        present = tuple(v is not None for v in values)
+        return [v for v in values if v is not None], (static_values, present)
+
+    def torch_unflatten(children: Any, context: tuple[Any, ...]) -> Any:
+        static_values, present = context
+        it = iter(children)
+        return unflatten(static_values, [next(it) if p else None for p in present])
+
+    def torch_flatten_with_keys(obj: Any) -> tuple[list[Any], tuple[Any, ...]]:
+        children, context = torch_flatten(obj)
+        names = [n for n, p in zip(dynamic, context[1], strict=True) if p]
+        return [(torch_pytree.GetAttrKey(n), c) for n, c in zip(names, children, strict=True)], context
+
     torch_pytree.register_pytree_node(
         frozen,
-        lambda obj: (flatten(obj)[0], flatten(obj)[1]),
-        lambda values, static_values: unflatten(static_values, values),
+        torch_flatten,
+        torch_unflatten,
         serialized_type_name=f"{frozen.__module__}.{frozen.__qualname__}",
-        flatten_with_keys_fn=lambda obj: (
-            [(torch_pytree.GetAttrKey(n), getattr(obj, n)) for n in dynamic],
-            tuple(getattr(obj, n) for n in static),
-        ),
+        flatten_with_keys_fn=torch_flatten_with_keys,
     )
     return frozen

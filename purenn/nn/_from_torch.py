@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
-from .. import random as pnr
 from .._errors import ShapeError, TreeMismatchError
 from .._params import Params
+from ..random._keys import _check_key as check_key
 from ._model import Model
 
 __all__ = ["TorchModel", "from_torch"]
@@ -28,7 +28,7 @@ def _uses_randomness(module: torch.nn.Module) -> bool:
 
 
 def _seed(key: torch.Tensor) -> int:
-    pnr._check_key(key)
+    check_key(key)
     try:
         hi, lo = (int(word) for word in key.tolist())
     except RuntimeError as error:

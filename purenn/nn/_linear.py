@@ -40,13 +40,16 @@ class Linear(Model):
 
     def init(self, key: torch.Tensor) -> Params:
         k_weight, k_bias = pnr.split(key)
-        bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
-        leaves = {
-            "weight": pnr.uniform(k_weight, (self.out_features, self.in_features), dtype=self.dtype, low=-bound, high=bound)
-        }
+        shapes = {"weight": (self.out_features, self.in_features)}
         if self.bias:
-            leaves["bias"] = pnr.uniform(k_bias, (self.out_features,), dtype=self.dtype, low=-bound, high=bound)
-        return Params(leaves)
+            shapes["bias"] = (self.out_features,)
+        if self.in_features == 0:  # torch leaves a zero-fan-in layer at zeros
+            return Params({name: torch.zeros(shape, dtype=self.dtype) for name, shape in shapes.items()})
+        bound = 1.0 / math.sqrt(self.in_features)
+        keys = {"weight": k_weight, "bias": k_bias}
+        return Params(
+            {name: pnr.uniform(keys[name], shape, dtype=self.dtype, low=-bound, high=bound) for name, shape in shapes.items()}
+        )
 
     def _forward(self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str) -> tuple[Any, Params]:
         weight, bias = take_params(

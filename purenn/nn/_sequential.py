@@ -153,12 +153,13 @@ def mlp(
     """
     if isinstance(hidden_features, int):
         raise TypeError(f"mlp: hidden_features must be a sequence of widths, e.g. [{hidden_features}], got an int")
+    drop = make_dropout(dropout)  # validates the probability even when it is 0
     widths = [in_features, *hidden_features, out_features]
     layers: list[Any] = []
     for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         layers.append(linear(fan_in, fan_out, bias=bias, dtype=dtype))
         if i < len(widths) - 2:
             layers.append(activation)
-            if dropout > 0.0:
-                layers.append(make_dropout(dropout))
+            if drop.p > 0.0:
+                layers.append(drop)
     return Sequential(layers)

@@ -10,7 +10,7 @@ from .. import _treeutil
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._common import LearningRate, check_nonnegative, check_update_args, float_leaves, lr_value, require_params, validate_lr
+from ._common import LearningRate, StepScalars, as_dtype, check_nonnegative, check_update_args, float_leaves, lr_value, require_params, validate_lr
 
 __all__ = ["AdamState", "adam", "adamw"]
 
@@ -80,11 +80,15 @@ def _adam(
         count = state.count + 1
         step = count.to(torch.float64)
         step_lr = lr_value(lr, state.count)
-        step_size = step_lr / (1.0 - torch.pow(beta1, step))
-        bias_correction2_sqrt = torch.sqrt(1.0 - torch.pow(beta2, step))
+        scalars = StepScalars(
+            step_size=step_lr / (1.0 - torch.pow(beta1, step)),
+            bias_correction2_sqrt=torch.sqrt(1.0 - torch.pow(beta2, step)),
+            decay=step_lr * weight_decay,
+        )
 
         updates, ms, vs, vmaxes = [], [], [], []
         for g, p, m, v, vmax in zip(g_leaves, p_leaves, m_leaves, v_leaves, vmax_leaves, strict=True):
+            c = scalars.for_dtype(g.dtype)
             if maximize:
                 g = -g
             if weight_decay != 0 and not decoupled:
@@ -93,14 +97,14 @@ def _adam(
             v = torch.addcmul(v * beta2, g, g, value=1.0 - beta2)
             if amsgrad:
                 vmax = torch.maximum(vmax, v)
-                vmaxes.append(vmax)
-            denom = torch.sqrt(vmax if amsgrad else v) / bias_correction2_sqrt + eps
-            u = m / denom * -step_size
+                vmaxes.append(as_dtype(vmax, g.dtype))
+            denom = torch.sqrt(vmax if amsgrad else v) / c["bias_correction2_sqrt"] + eps
+            u = m / denom * -c["step_size"]
             if weight_decay != 0 and decoupled:
-                u = u - p * (step_lr * weight_decay)
-            updates.append(u)
-            ms.append(m)
-            vs.append(v)
+                u = u - p * c["decay"]
+            updates.append(as_dtype(u, g.dtype))
+            ms.append(as_dtype(m, g.dtype))
+            vs.append(as_dtype(v, g.dtype))
         new_state = AdamState(
             count=count,
             exp_avg=_treeutil.unflatten(spec, ms),

@@ -12,7 +12,7 @@ from .._errors import ShapeError, TreeMismatchError
 from .._guard import debug_check
 from .._treeutil import PyTreeSpec
 
-__all__ = ["check_nonnegative", "check_update_args", "float_leaves", "lr_value", "validate_lr"]
+__all__ = ["StepScalars", "check_nonnegative", "check_update_args", "float_leaves", "lr_value", "validate_lr"]
 
 LearningRate = float | torch.Tensor | Callable[[torch.Tensor], Any]
 
@@ -84,3 +84,32 @@ def check_update_args(
 def require_params(rule: str, params: Any) -> None:
     if params is None:
         raise TreeMismatchError(f"{rule}: this rule needs params (for weight decay): call update(grads, state, params)")
+
+
+class StepScalars:
+    """Per-step coefficients (bias corrections, scheduled lr) cast once per leaf dtype.
+
+    Coefficients are computed as float64 0-d tensors (as torch.optim's Python floats
+    are). Multiplying an n-d tensor by one casts it to the tensor's compute dtype
+    anyway; casting explicitly also keeps 0-d params, where 0-d operands *promote*,
+    in their own dtype.
+    """
+
+    def __init__(self, **values: torch.Tensor | float) -> None:
+        self._values = values
+        self._by_dtype: dict[torch.dtype, dict[str, torch.Tensor | float]] = {}
+
+    def for_dtype(self, dtype: torch.dtype) -> dict[str, torch.Tensor | float]:
+        cast = self._by_dtype.get(dtype)
+        if cast is None:
+            compute = torch.float64 if dtype == torch.float64 else torch.float32
+            cast = {
+                name: value.to(compute) if isinstance(value, torch.Tensor) else value
+                for name, value in self._values.items()
+            }
+            self._by_dtype[dtype] = cast
+        return cast
+
+
+def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)

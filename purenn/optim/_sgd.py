@@ -10,7 +10,7 @@ from .. import _treeutil
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._common import LearningRate, check_nonnegative, check_update_args, float_leaves, lr_value, require_params, validate_lr
+from ._common import LearningRate, StepScalars, as_dtype, check_nonnegative, check_update_args, float_leaves, lr_value, require_params, validate_lr
 
 __all__ = ["SgdState", "sgd"]
 
@@ -69,21 +69,27 @@ def sgd(
         p_leaves = _treeutil.flatten(params)[0] if params is not None else [None] * len(g_leaves)
         step_lr = lr_value(lr, state.count)
         first = state.count == 0
+        # The first update starts the buffer at g, later ones decay it: b = keep * b + add * g.
+        scalars = StepScalars(
+            lr=step_lr,
+            keep=torch.where(first, 0.0, torch.tensor(momentum, dtype=torch.float64)),
+            add=torch.where(first, 1.0, torch.tensor(1.0 - dampening, dtype=torch.float64)),
+        )
         if momentum != 0:
-            keep = torch.where(first, 0.0, torch.tensor(momentum, dtype=torch.float64))
-            add = torch.where(first, 1.0, torch.tensor(1.0 - dampening, dtype=torch.float64))
             buffers = _treeutil.flatten(state.momentum_buffer)[0]
         updates, new_buffers = [], []
         for i, (g, p) in enumerate(zip(g_leaves, p_leaves, strict=True)):
+            c = scalars.for_dtype(g.dtype)
+            dtype = g.dtype
             if maximize:
                 g = -g
             if weight_decay != 0:
                 g = g + weight_decay * p
             if momentum != 0:
-                b = buffers[i] * keep + g * add
+                b = as_dtype(buffers[i] * c["keep"] + g * c["add"], dtype)
                 new_buffers.append(b)
                 g = g + momentum * b if nesterov else b
-            updates.append(g * -step_lr)
+            updates.append(as_dtype(g * -c["lr"], dtype))
         new_state = SgdState(
             count=state.count + 1,
             momentum_buffer=_treeutil.unflatten(spec, new_buffers) if momentum != 0 else None,

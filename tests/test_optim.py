@@ -1,0 +1,322 @@
+"""pn.optim against torch.optim (one shared table of rules), properties, and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import purenn as pn
+
+
+@attrs.frozen
+class Rule:
+    name: str
+    make: object
+    twin: type[torch.optim.Optimizer]
+    grid: tuple[dict, ...]
+
+
+RULES = (
+    Rule(
+        "sgd",
+        pn.optim.sgd,
+        torch.optim.SGD,
+        (
+            {"lr": 0.05},
+            {"lr": 0.05, "momentum": 0.9},
+            {"lr": 0.05, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01},
+            {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.1},
+            {"lr": 0.05, "momentum": 0.5, "maximize": True},
+        ),
+    ),
+    Rule(
+        "adam",
+        pn.optim.adam,
+        torch.optim.Adam,
+        (
+            {},
+            {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6},
+            {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True},
+            {"lr": 0.01, "maximize": True, "weight_decay": 0.05},
+        ),
+    ),
+    Rule(
+        "adamw",
+        pn.optim.adamw,
+        torch.optim.AdamW,
+        (
+            {},
+            {"lr": 0.01, "weight_decay": 0.3},
+            {"lr": 0.01, "amsgrad": True, "betas": (0.5, 0.9)},
+            {"lr": 0.01, "maximize": True},
+        ),
+    ),
+)
+CASES = [pytest.param(rule, kw, id=f"{rule.name}-{i}") for rule in RULES for i, kw in enumerate(rule.grid)]
+
+
+def problem(dtype: torch.dtype, seed: int = 0) -> pn.Params:
+    g = torch.Generator().manual_seed(seed)
+    return pn.Params(
+        {
+            "0": {"weight": torch.randn(4, 3, generator=g, dtype=dtype), "bias": torch.randn(4, generator=g, dtype=dtype)},
+            "1": {"weight": torch.randn(2, 2, 2, generator=g, dtype=dtype)},
+            "scale": torch.randn((), generator=g, dtype=dtype),
+        }
+    )
+
+
+def gradient(p: torch.Tensor, step: int) -> torch.Tensor:
+    """A deterministic, state-dependent gradient so that errors feed back into later steps."""
+    return torch.sin(3.0 * p) + 0.3 * p + 0.1 * math.cos(step)
+
+
+def run_purenn(opt: pn.optim.GradientTransformation, params: pn.Params, steps: int) -> pn.Params:
+    state = opt.init(params)
+    for t in range(steps):
+        grads = pn.tree.map(lambda p, t=t: gradient(p, t), params)
+        params, state = pn.step(opt, params, grads, state)
+    return params
+
+
+def run_torch(cls: type[torch.optim.Optimizer], params: pn.Params, steps: int, **kw) -> pn.Params:
+    tensors = [torch.nn.Parameter(leaf.clone()) for leaf in pn.tree.leaves(params)]
+    opt = cls(tensors, **kw)
+    for t in range(steps):
+        for p in tensors:
+            p.grad = gradient(p.detach(), t)
+        opt.step()
+    return pn.tree.unflatten(pn.tree.structure(params), [p.detach() for p in tensors])
+
+
+TOLERANCE = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-6, "atol": 1e-6}}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("rule, kw", CASES)
+def test_trajectory_matches_torch_optim_for_loop_and_foreach(rule, kw, dtype, assert_tree_close):
+    params = problem(dtype)
+    ours = run_purenn(rule.make(**kw), params, steps=50)
+    for foreach in (False, True):
+        reference = run_torch(rule.twin, params, steps=50, foreach=foreach, **kw)
+        assert_tree_close(ours, reference, **TOLERANCE[dtype])
+    assert not pn.tree.allclose(ours, params), "the trajectory should move the params"
+
+
+@pytest.mark.parametrize("rule, kw", CASES)
+def test_update_is_pure_deterministic_and_structured(rule, kw):
+    opt = rule.make(**kw)
+    params = problem(torch.float32)
+    state = opt.init(params)
+    grads = pn.tree.map(lambda p: gradient(p, 0), params)
+    for _ in range(2):  # the second update exercises the non-initial branches
+        before = [(leaf.clone(), leaf._version) for leaf in pn.tree.leaves((grads, state, params))]
+        updates, new_state = opt.update(grads, state, params)
+        after = pn.tree.leaves((grads, state, params))
+        for (old, version), leaf in zip(before, after, strict=True):
+            assert leaf._version == version and torch.equal(old, leaf)
+        again, again_state = opt.update(grads, state, params)
+        pn.testing.assert_tree_equal(again, updates)
+        pn.testing.assert_tree_equal(again_state, new_state)
+        assert pn.tree.structure(updates) == pn.tree.structure(params)
+        assert pn.tree.structure(new_state) == pn.tree.structure(state)
+        for u, p in zip(pn.tree.leaves(updates), pn.tree.leaves(params), strict=True):
+            assert (u.shape, u.dtype, u.device) == (p.shape, p.dtype, p.device)
+        state = new_state
+    assert int(state.count) == 2
+
+
+@pytest.mark.parametrize("rule, kw", CASES)
+def test_zero_learning_rate_leaves_params_unchanged(rule, kw):
+    kw = {**kw, "lr": 0.0}
+    params = problem(torch.float64)
+    moved = run_purenn(rule.make(**kw), params, steps=3)
+    if rule.name == "adamw" or not kw.get("weight_decay"):
+        pn.testing.assert_tree_equal(moved, params)
+
+
+@given(lr=st.floats(1e-6, 10.0), seed=st.integers(0, 2**31 - 1))
+def test_plain_sgd_is_exactly_p_minus_lr_g(lr, seed):
+    params = problem(torch.float32, seed)
+    grads = pn.tree.map(lambda p: gradient(p, seed), params)
+    opt = pn.optim.sgd(lr)
+    new, _ = pn.step(opt, params, grads, opt.init(params))
+    pn.testing.assert_tree_equal(new, pn.tree.map(lambda p, g: p - lr * g, params, grads))
+
+
+@pytest.mark.parametrize("make", [pn.optim.adam, pn.optim.adamw], ids=["adam", "adamw"])
+@given(c=st.floats(1e-2, 1e2), seed=st.integers(0, 2**31 - 1))
+def test_adam_is_invariant_to_gradient_scale_and_first_step_is_bounded_by_lr(make, c, seed):
+    params = problem(torch.float64, seed)
+    grads = pn.tree.map(lambda p: gradient(p, seed), params)
+    opt = make(lr=0.1, eps=0.0, weight_decay=0.0)  # eps breaks exact invariance by eps/|g|
+    updates, _ = opt.update(grads, opt.init(params), params)
+    scaled, _ = opt.update(pn.tree.scale(grads, c), opt.init(params), params)
+    pn.testing.assert_tree_close(scaled, updates, rtol=1e-13, atol=0.0)
+    assert all(float(u.abs().max()) <= 0.1 * (1 + 1e-12) for u in pn.tree.leaves(updates))
+
+
+def test_learning_rate_schedule_sees_the_count_from_zero():
+    seen = []
+
+    def schedule(count):
+        seen.append(int(count))
+        return 0.1 / (1 + count.double())  # int64 / int would give float32
+
+    params = problem(torch.float64)
+    ours = run_purenn(pn.optim.sgd(schedule, momentum=0.9), params, steps=4)
+    assert seen == [0, 1, 2, 3]
+    tensors = [torch.nn.Parameter(leaf.clone()) for leaf in pn.tree.leaves(params)]
+    opt = torch.optim.SGD(tensors, lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda n: 1 / (1 + n))
+    for t in range(4):
+        for p in tensors:
+            p.grad = gradient(p.detach(), t)
+        opt.step()
+        sched.step()
+    pn.testing.assert_tree_close(ours, pn.tree.unflatten(pn.tree.structure(params), [p.detach() for p in tensors]), rtol=1e-12, atol=1e-14)
+
+
+def test_state_fields_are_named_and_inspectable():
+    params = problem(torch.float32)
+    state = pn.optim.adam(amsgrad=True).init(params)
+    assert isinstance(state, pn.optim.AdamState)
+    assert state.count.dtype == torch.int64 and int(state.count) == 0
+    assert pn.tree.structure(state.exp_avg) == pn.tree.structure(params)
+    assert state.max_exp_avg_sq is not None and pn.optim.adam().init(params).max_exp_avg_sq is None
+    assert pn.optim.sgd(0.1).init(params).momentum_buffer is None
+    assert "exp_avg_sq.0.weight" in repr(state) and "count" in str(pn.tree.summary(state))
+
+
+def test_chain_of_one_equals_the_rule_and_chains_associate():
+    params = problem(torch.float64)
+    a, b, c = pn.optim.sgd(0.1, momentum=0.9), pn.optim.adam(0.01), pn.optim.sgd(0.5)
+    pn.testing.assert_tree_equal(run_purenn(pn.optim.chain(b), params, 5), run_purenn(b, params, 5))
+    nested = run_purenn(pn.optim.chain(a, pn.optim.chain(b, c)), params, 5)
+    pn.testing.assert_tree_equal(nested, run_purenn(pn.optim.chain(a, b, c), params, 5))
+    with pytest.raises(TypeError, match="chain: rule 1 must be a GradientTransformation, got function"):
+        pn.optim.chain(a, lambda g: g)
+    with pytest.raises(TypeError, match="state must be the tuple from its init, got a tuple of 1"):
+        pn.optim.chain(a, b).update(params, (a.init(params),), params)
+
+
+def test_user_defined_rule_with_empty_state():
+    def init(params):
+        return pn.optim.EmptyState()
+
+    def update(grads, state, params=None):
+        return pn.tree.scale(grads, -0.5), state
+
+    rule = pn.optim.GradientTransformation(init=init, update=update)
+    params = problem(torch.float64)
+    new, state = pn.step(rule, params, params, rule.init(params))
+    pn.testing.assert_tree_equal(new, pn.tree.scale(params, 0.5))
+    assert pn.tree.leaves(state) == [] and isinstance(state, pn.optim.EmptyState)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: pn.optim.sgd(-0.1), "Invalid learning rate: -0.1"),
+        (lambda: pn.optim.sgd(0.1, momentum=-1), "Invalid momentum value: -1"),
+        (lambda: pn.optim.sgd(0.1, weight_decay=-1), "Invalid weight_decay value: -1"),
+        (lambda: pn.optim.sgd(0.1, nesterov=True), "Nesterov momentum requires a momentum and zero dampening"),
+        (lambda: pn.optim.sgd(0.1, momentum=0.9, dampening=0.1, nesterov=True), "Nesterov momentum requires"),
+        (lambda: pn.optim.adam(betas=(1.0, 0.999)), r"Invalid beta parameter at index 0: 1\.0"),
+        (lambda: pn.optim.adamw(betas=(0.9, -0.1)), r"Invalid beta parameter at index 1: -0\.1"),
+        (lambda: pn.optim.adam(eps=-1e-8), "Invalid epsilon value: -1e-08"),
+        (lambda: pn.optim.adamw(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
+        (lambda: pn.optim.adam(betas=(0.9,)), r"betas must be a pair \(beta1, beta2\)"),
+        (lambda: pn.optim.adam(lr=torch.ones(2)), r"Tensor lr must be 1-element"),
+    ],
+)
+def test_invalid_hyperparameters_use_torch_optim_wording(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def _param():
+    return [torch.zeros(1, requires_grad=True)]
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (lambda: pn.optim.sgd(-0.1), lambda: torch.optim.SGD(_param(), lr=-0.1)),
+        (lambda: pn.optim.sgd(0.1, momentum=-1.0), lambda: torch.optim.SGD(_param(), lr=0.1, momentum=-1.0)),
+        (lambda: pn.optim.sgd(0.1, nesterov=True), lambda: torch.optim.SGD(_param(), lr=0.1, nesterov=True)),
+        (lambda: pn.optim.adam(betas=(1.0, 0.9)), lambda: torch.optim.Adam(_param(), betas=(1.0, 0.9))),
+        (lambda: pn.optim.adamw(eps=-1.0), lambda: torch.optim.AdamW(_param(), eps=-1.0)),
+        (lambda: pn.optim.adam(weight_decay=-1.0), lambda: torch.optim.Adam(_param(), weight_decay=-1.0)),
+    ],
+)
+def test_invalid_hyperparameter_messages_equal_torch_optims(ours, theirs):
+    with pytest.raises(ValueError) as ours_error:
+        ours()
+    with pytest.raises(ValueError) as theirs_error:
+        theirs()
+    assert str(ours_error.value) == str(theirs_error.value)
+
+
+def test_lr_of_wrong_type_is_rejected():
+    with pytest.raises(TypeError, match="lr must be a float, a 1-element tensor or a schedule"):
+        pn.optim.adam(lr="0.1")
+
+
+def test_grads_that_do_not_fit_the_state_are_rejected_naming_the_path():
+    params = problem(torch.float32)
+    opt = pn.optim.adam()
+    state = opt.init(params)
+    missing = pn.Params({"0": params["0"], "1": params["1"]})
+    with pytest.raises(pn.TreeMismatchError, match=r"grads does not have the structure of the optimizer state.*at 'scale'"):
+        opt.update(missing, state, params)
+    wrong_shape = pn.tree.set(params, "0.bias", torch.zeros(5))
+    with pytest.raises(pn.ShapeError, match=r"adam: grads '0\.bias' has shape \(5,\) but the param has \(4,\)"):
+        opt.update(wrong_shape, state, params)
+    wrong_dtype = pn.tree.map(lambda p: p.double(), params)
+    with pytest.raises(pn.ShapeError, match=r"adam: grads '0\.weight' has dtype torch\.float64 but the param has torch\.float32"):
+        opt.update(wrong_dtype, state, params)
+
+
+def test_state_from_another_rule_or_tree_is_rejected():
+    params = problem(torch.float32)
+    other = pn.Params({"x": torch.zeros(3)})
+    with pytest.raises(pn.TreeMismatchError, match="optimizer state"):
+        pn.optim.sgd(0.1, momentum=0.9).update(params, pn.optim.sgd(0.1, momentum=0.9).init(other), params)
+    with pytest.raises(AttributeError, match="exp_avg"):
+        pn.optim.adam().update(params, pn.optim.sgd(0.1, momentum=0.9).init(params), params)
+
+
+def test_integer_params_and_missing_params_for_weight_decay_are_rejected():
+    with pytest.raises(TypeError, match=r"adam: param 'steps' has dtype torch\.int64; update rules need floating-point"):
+        pn.optim.adam().init(pn.Params({"w": torch.zeros(2), "steps": torch.zeros(2, dtype=torch.int64)}))
+    params = problem(torch.float32)
+    opt = pn.optim.adamw()
+    with pytest.raises(pn.TreeMismatchError, match=r"adamw: this rule needs params \(for weight decay\)"):
+        opt.update(params, opt.init(params))
+
+
+def test_step_rejects_non_rules_and_mutated_inputs():
+    params = problem(torch.float32)
+    with pytest.raises(TypeError, match="opt must be a GradientTransformation, got function"):
+        pn.step(lambda g: g, params, params, None)
+    opt = pn.optim.adam()
+    state = opt.init(params)
+    state.exp_avg["0.bias"].add_(1.0)
+    with pytest.raises(pn.MutatedError, match=r"opt_state\.exp_avg\.0\.bias was modified in place"):
+        pn.step(opt, params, params, state)
+
+
+def test_apply_updates_checks_shapes_and_keeps_dtypes():
+    params = pn.Params({"w": torch.ones(3, dtype=torch.bfloat16)})
+    new = pn.apply_updates(params, pn.Params({"w": torch.full((3,), 0.5, dtype=torch.float32)}))
+    assert new["w"].dtype == torch.bfloat16 and torch.equal(new["w"].float(), torch.full((3,), 1.5))
+    with pytest.raises(pn.ShapeError, match=r"apply_updates: update 'w' has shape \(1,\) but the param has \(3,\)"):
+        pn.apply_updates(params, pn.Params({"w": torch.ones(1, dtype=torch.bfloat16)}))
+    with pytest.raises(pn.TreeMismatchError, match=r"updates does not have the structure of params: at 'v'"):
+        pn.apply_updates(params, pn.Params({"w": torch.ones(3), "v": torch.ones(1)}))
