@@ -39,7 +39,9 @@ _PRECISION = MappingProxyType(
 
 def _check_key(key: object, argname: str = "key") -> None:
     """Raise unless `key` is a single PRNG key: an int64 tensor of shape (2,) (per member under vmap)."""
-    expected = f"{argname} must be a PRNG key from pn.random.key(seed): an int64 tensor of shape (2,)"
+    expected = (
+        f"{argname} must be a PRNG key from pn.random.key(seed): an int64 tensor of shape (2,)"
+    )
     if not isinstance(key, Tensor):
         raise TypeError(f"{expected}, got {type(key).__name__}")
     if key.dtype != torch.int64 or key.shape != (2,):
@@ -86,6 +88,13 @@ def _precision(dtype: object) -> int:
         names = ", ".join(str(d) for d in _PRECISION)
         raise TypeError(f"dtype must be a floating dtype, one of {names}; got {dtype}")
     return _PRECISION[dtype]
+
+
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    if len(shape) > len(target):
+        return False
+    tail = target[len(target) - len(shape) :]
+    return all(size in (1, want) for size, want in zip(shape, tail, strict=True))
 
 
 def _blocks(key: Tensor, purpose: int, counter: Tensor) -> Tensor:
@@ -205,7 +214,7 @@ def normal(
     """Draw normal floats of shape `shape` with the given mean and standard deviation.
 
     Uses the inverse normal CDF of a uniform on the open interval (0, 1), computed in float32
-    (float64 for float64) and then cast, so values are bounded by about 5.3 (8.1) std.
+    (float64 for float64) and then cast, so values lie within about 5.3 (8.2) std of the mean.
 
     >>> pn.random.normal(pn.random.key(0), (4, 4), dtype=torch.bfloat16).dtype
     torch.bfloat16
@@ -232,8 +241,7 @@ def bernoulli(key: Tensor, p: float | Tensor, shape: ShapeLike | None = None) ->
         if not p.is_floating_point():
             raise TypeError(f"p must be a float or a floating tensor, got a {p.dtype} tensor")
         shape = tuple(p.shape) if shape is None else _as_shape(shape)
-        pairs = zip(reversed(p.shape), reversed(shape))
-        if p.ndim > len(shape) or any(size not in (1, want) for size, want in pairs):
+        if not _broadcasts_to(tuple(p.shape), shape):
             raise ShapeError(f"p of shape {tuple(p.shape)} does not broadcast to shape {shape}")
     else:
         p = _as_float(p, "p")

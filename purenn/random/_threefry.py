@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 __all__ = ["MASK32", "threefry2x32"]
@@ -16,7 +15,9 @@ def _rotl(x: Tensor, r: int) -> Tensor:
     return ((x << r) & MASK32) | (x >> (32 - r))
 
 
-def threefry2x32(key: tuple[Tensor, Tensor], counter: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+def threefry2x32(
+    key: tuple[Tensor, Tensor], counter: tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor]:
     """Hash a 2-word counter under a 2-word key with 20 Threefry rounds; words broadcast elementwise.
 
     Every input is an int64 tensor whose values are read modulo 2**32; both outputs are int64
