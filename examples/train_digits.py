@@ -42,7 +42,13 @@ def accuracy(model: pn.nn.Model, params: pn.Params, x: torch.Tensor, y: torch.Te
 
 
 def train(
-    epochs: int, batch_size: int, lr: float, hidden: list[int], seed: int, dropout: float = 0.0, progress: bool = True
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    hidden: list[int],
+    seed: int,
+    dropout: float = 0.0,
+    progress: bool = True,
 ) -> dict:
     key = pn.random.key(seed)
     data_key, init_key, key = pn.random.split(key, 3)
@@ -63,7 +69,9 @@ def train(
         order = pn.random.permutation(shuffle_key, len(x_train))
         for batch in order.split(batch_size):
             key, dropout_key = pn.random.split(key)
-            loss, grads = loss_and_grad(params, x_train[batch], y_train[batch], key=dropout_key, train=True)
+            loss, grads = loss_and_grad(
+                params, x_train[batch], y_train[batch], key=dropout_key, train=True
+            )
             params, opt_state = pn.step(opt, params, grads, opt_state)
             losses.append(loss.item())
         bar.set_postfix(loss=f"{sum(losses[-steps_per_epoch:]) / steps_per_epoch:.4f}")
@@ -82,10 +90,15 @@ def train(
 
 def plot_losses(losses: list[float], steps_per_epoch: int, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    epochs = [sum(losses[i : i + steps_per_epoch]) / len(losses[i : i + steps_per_epoch]) for i in range(0, len(losses), steps_per_epoch)]
+    epochs = [
+        sum(losses[i : i + steps_per_epoch]) / len(losses[i : i + steps_per_epoch])
+        for i in range(0, len(losses), steps_per_epoch)
+    ]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(range(len(losses)), losses, alpha=0.3, lw=0.8, label="per batch")
-    ax.plot([steps_per_epoch * (i + 0.5) for i in range(len(epochs))], epochs, lw=2, label="epoch mean")
+    ax.plot(
+        [steps_per_epoch * (i + 0.5) for i in range(len(epochs))], epochs, lw=2, label="epoch mean"
+    )
     ax.set(xlabel="step", ylabel="cross-entropy", yscale="log", title="purenn MLP on 8x8 digits")
     ax.legend()
     fig.tight_layout()
@@ -100,7 +113,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dropout", type=float, default=0.0, help="dropout probability (keys are explicit)")
+    parser.add_argument(
+        "--dropout", type=float, default=0.0, help="dropout probability (keys are explicit)"
+    )
     parser.add_argument("--plot", type=Path, default=Path("examples/out/digits_loss.png"))
     args = parser.parse_args()
 
@@ -114,7 +129,9 @@ def main() -> None:
     print(f"optimizer state after {int(result['opt_state'].count)} steps:")
     print(result["opt_state"])
     print(f"train accuracy {result['train_accuracy']:.2%}")
-    print(f"held-out accuracy {result['test_accuracy']:.2%}  ({seconds:.1f} s, {len(result['losses'])} steps)")
+    print(
+        f"held-out accuracy {result['test_accuracy']:.2%}  ({seconds:.1f} s, {len(result['losses'])} steps)"
+    )
     print(f"loss curve written to {args.plot}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["Config", "config"]
 
@@ -37,7 +37,7 @@ class Config:
     """
 
     __slots__ = ("debug", "jit")
-    _FIELDS = {"debug": bool, "jit": bool}
+    _FIELDS: ClassVar[dict[str, type]] = {"debug": bool, "jit": bool}
 
     def __init__(self) -> None:
         object.__setattr__(self, "debug", _env_flag("PURENN_DEBUG", False))

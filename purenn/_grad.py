@@ -60,10 +60,18 @@ def _checked_scalar(fn: Callable[..., Any], has_aux: bool, name: str) -> Callabl
                 )
             value = out
         if not isinstance(value, torch.Tensor) or value.dim() != 0:
-            got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ShapeError(f"{name}: the function must return a scalar (0-d) tensor, got {got}; reduce it (e.g. .mean())")
+            got = (
+                f"shape {tuple(value.shape)}"
+                if isinstance(value, torch.Tensor)
+                else type(value).__name__
+            )
+            raise ShapeError(
+                f"{name}: the function must return a scalar (0-d) tensor, got {got}; reduce it (e.g. .mean())"
+            )
         if not value.is_floating_point():
-            raise TypeError(f"{name}: the function returned a {value.dtype} scalar; gradients need a float")
+            raise TypeError(
+                f"{name}: the function returned a {value.dtype} scalar; gradients need a float"
+            )
         return out
 
     return wrapped
@@ -84,7 +92,9 @@ def grad(
         >>> grads = pn.grad(loss_fn)(params, x, y)
         >>> g_params, g_x = pn.grad(loss_fn, argnums=(0, 1))(params, x, y)
     """
-    return torch.func.grad(_checked_scalar(fn, has_aux, "pn.grad"), argnums=argnums, has_aux=has_aux)
+    return torch.func.grad(
+        _checked_scalar(fn, has_aux, "pn.grad"), argnums=argnums, has_aux=has_aux
+    )
 
 
 def value_and_grad(
@@ -95,7 +105,9 @@ def value_and_grad(
     Example:
         >>> value, grads = pn.value_and_grad(loss_fn)(params, x, y)
     """
-    inner = torch.func.grad_and_value(_checked_scalar(fn, has_aux, "pn.value_and_grad"), argnums=argnums, has_aux=has_aux)
+    inner = torch.func.grad_and_value(
+        _checked_scalar(fn, has_aux, "pn.value_and_grad"), argnums=argnums, has_aux=has_aux
+    )
 
     @functools.wraps(fn)
     def value_and_grad_fn(*args: Any, **kwargs: Any) -> Any:

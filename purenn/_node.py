@@ -66,6 +66,7 @@ def node(cls: T) -> T:
 
     frozen._pn_children = children  # type: ignore[attr-defined]
     optree.register_pytree_node(frozen, flatten, unflatten, namespace=NAMESPACE)
+
     # torch's pytree treats None as a leaf where optree sees an empty node: keep None
     # fields out of torch's children and in its context, so both registries agree.
     def torch_flatten(obj: Any) -> tuple[list[Any], tuple[Any, ...]]:
@@ -81,7 +82,9 @@ def node(cls: T) -> T:
     def torch_flatten_with_keys(obj: Any) -> tuple[list[Any], tuple[Any, ...]]:
         children, context = torch_flatten(obj)
         names = [n for n, p in zip(dynamic, context[1], strict=True) if p]
-        return [(torch_pytree.GetAttrKey(n), c) for n, c in zip(names, children, strict=True)], context
+        return [
+            (torch_pytree.GetAttrKey(n), c) for n, c in zip(names, children, strict=True)
+        ], context
 
     torch_pytree.register_pytree_node(
         frozen,

@@ -86,7 +86,9 @@ class Params(Mapping[str, Any]):
                 child = node.setdefault(part, {})
                 if not isinstance(child, dict):
                     clash = ".".join(parents[: depth + 1])
-                    raise ValueError(f"state_dict has both a leaf {clash!r} and a leaf under it, {key!r}")
+                    raise ValueError(
+                        f"state_dict has both a leaf {clash!r} and a leaf under it, {key!r}"
+                    )
                 node = child
             if leaf in node:
                 raise ValueError(f"state_dict has both a leaf {key!r} and leaves under it")
@@ -181,11 +183,14 @@ def _validated(mapping: Mapping[Any, Any], prefix: str) -> dict[str, Any]:
         elif isinstance(value, torch.Tensor):
             data[key] = value
         elif isinstance(value, Mapping):
-            data[key] = Params._unchecked(tuple(sub := _validated(value, where)), tuple(sub.values()))
+            data[key] = Params._unchecked(
+                tuple(sub := _validated(value, where)), tuple(sub.values())
+            )
         else:
             raise TypeError(
                 f"Params leaf {where!r} must be a torch.Tensor (or a nested mapping), "
-                f"got {type(value).__name__}" + (f" {value!r}" if isinstance(value, (int, float, bool)) else "")
+                f"got {type(value).__name__}"
+                + (f" {value!r}" if isinstance(value, (int, float, bool)) else "")
                 + "; wrap numbers with torch.tensor(...)"
             )
     return data

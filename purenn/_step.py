@@ -29,7 +29,9 @@ def apply_updates(params: Any, updates: Any) -> Any:
     new = []
     for path, p, u in zip(paths, p_leaves, _treeutil.flatten(updates)[0], strict=True):
         if p.shape != u.shape:
-            raise ShapeError(f"apply_updates: update '{path}' has shape {tuple(u.shape)} but the param has {tuple(p.shape)}")
+            raise ShapeError(
+                f"apply_updates: update '{path}' has shape {tuple(u.shape)} but the param has {tuple(p.shape)}"
+            )
         out = p + u
         new.append(out if out.dtype == p.dtype else out.to(p.dtype))
     return _treeutil.unflatten(spec, new)
@@ -49,8 +51,9 @@ def step(opt: Any, params: Any, grads: Any, opt_state: Any) -> tuple[Any, Any]:
         ...     params, opt_state = pn.step(opt, params, grads, opt_state)
     """
     if not isinstance(opt, GradientTransformation):
-        raise TypeError(f"pn.step(opt, params, grads, opt_state): opt must be a GradientTransformation, got {type(opt).__name__}")
+        raise TypeError(
+            f"pn.step(opt, params, grads, opt_state): opt must be a GradientTransformation, got {type(opt).__name__}"
+        )
     debug_check(params=params, grads=grads, opt_state=opt_state)
     updates, new_state = opt.update(grads, opt_state, params)
     return apply_updates(params, updates), new_state
-

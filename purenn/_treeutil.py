@@ -66,9 +66,19 @@ def first_difference(
             for entry in b_entries:
                 if str(entry) not in a_set:
                     return _join(prefix, entry), "{b} has it but {a} does not", "", ""
-            order = "the same keys in a different order: {a} has " + str(a_entries) + ", {b} has " + str(b_entries)
+            order = (
+                "the same keys in a different order: {a} has "
+                + str(a_entries)
+                + ", {b} has "
+                + str(b_entries)
+            )
             return prefix or "<root>", order, "", ""
-        return prefix or "<root>", "{a} has {a_node} but {b} has {b_node}", _describe_node(a), _describe_node(b)
+        return (
+            prefix or "<root>",
+            "{a} has {a_node} but {b} has {b_node}",
+            _describe_node(a),
+            _describe_node(b),
+        )
     if not a.is_leaf():
         for entry, child_a, child_b in zip(a_entries, a.children(), b.children(), strict=True):
             found = first_difference(child_a, child_b, _join(prefix, entry))
@@ -81,9 +91,7 @@ def _join(prefix: str, entry: Any) -> str:
     return f"{prefix}.{entry}" if prefix else str(entry)
 
 
-def check_same_structure(
-    reference: Any, others: Sequence[Any], names: Sequence[str]
-) -> PyTreeSpec:
+def check_same_structure(reference: Any, others: Sequence[Any], names: Sequence[str]) -> PyTreeSpec:
     """Raise TreeMismatchError naming the first differing path unless all trees share a structure.
 
     `names` names `reference` first, then each of `others` (used in the message).
@@ -96,16 +104,22 @@ def check_same_structure(
     return spec
 
 
-def mismatch_error(expected: PyTreeSpec, got: PyTreeSpec, expected_name: str, got_name: str) -> TreeMismatchError:
+def mismatch_error(
+    expected: PyTreeSpec, got: PyTreeSpec, expected_name: str, got_name: str
+) -> TreeMismatchError:
     found = first_difference(expected, got)
     if found is None:  # specs differ only in flags optree tracks (e.g. namespace)
         return TreeMismatchError(f"{got_name} does not have the structure of {expected_name}")
     path, template, a_node, b_node = found
     what = template.format(a=expected_name, b=got_name, a_node=a_node, b_node=b_node)
-    return TreeMismatchError(f"{got_name} does not have the structure of {expected_name}: at '{path}', {what}")
+    return TreeMismatchError(
+        f"{got_name} does not have the structure of {expected_name}: at '{path}', {what}"
+    )
 
 
-def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any, names: Sequence[str] | None = None) -> Any:
+def tree_map(
+    fn: Callable[..., Any], tree: Any, *rest: Any, names: Sequence[str] | None = None
+) -> Any:
     """optree.tree_map with purenn's namespace and a path-naming structure check."""
     if rest:
         names = names or ["tree"] + [f"rest[{i}]" for i in range(len(rest))]

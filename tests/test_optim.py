@@ -57,14 +57,21 @@ RULES = (
         ),
     ),
 )
-CASES = [pytest.param(rule, kw, id=f"{rule.name}-{i}") for rule in RULES for i, kw in enumerate(rule.grid)]
+CASES = [
+    pytest.param(rule, kw, id=f"{rule.name}-{i}")
+    for rule in RULES
+    for i, kw in enumerate(rule.grid)
+]
 
 
 def problem(dtype: torch.dtype, seed: int = 0) -> pn.Params:
     g = torch.Generator().manual_seed(seed)
     return pn.Params(
         {
-            "0": {"weight": torch.randn(4, 3, generator=g, dtype=dtype), "bias": torch.randn(4, generator=g, dtype=dtype)},
+            "0": {
+                "weight": torch.randn(4, 3, generator=g, dtype=dtype),
+                "bias": torch.randn(4, generator=g, dtype=dtype),
+            },
             "1": {"weight": torch.randn(2, 2, 2, generator=g, dtype=dtype)},
             "scale": torch.randn((), generator=g, dtype=dtype),
         }
@@ -94,7 +101,10 @@ def run_torch(cls: type[torch.optim.Optimizer], params: pn.Params, steps: int, *
     return pn.tree.unflatten(pn.tree.structure(params), [p.detach() for p in tensors])
 
 
-TOLERANCE = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-6, "atol": 1e-6}}
+TOLERANCE = {
+    torch.float64: {"rtol": 1e-10, "atol": 1e-12},
+    torch.float32: {"rtol": 1e-6, "atol": 1e-6},
+}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
@@ -179,7 +189,12 @@ def test_learning_rate_schedule_sees_the_count_from_zero():
             p.grad = gradient(p.detach(), t)
         opt.step()
         sched.step()
-    pn.testing.assert_tree_close(ours, pn.tree.unflatten(pn.tree.structure(params), [p.detach() for p in tensors]), rtol=1e-12, atol=1e-14)
+    pn.testing.assert_tree_close(
+        ours,
+        pn.tree.unflatten(pn.tree.structure(params), [p.detach() for p in tensors]),
+        rtol=1e-12,
+        atol=1e-14,
+    )
 
 
 def test_state_fields_are_named_and_inspectable():
@@ -199,7 +214,9 @@ def test_chain_of_one_equals_the_rule_and_chains_associate():
     pn.testing.assert_tree_equal(run_purenn(pn.optim.chain(b), params, 5), run_purenn(b, params, 5))
     nested = run_purenn(pn.optim.chain(a, pn.optim.chain(b, c)), params, 5)
     pn.testing.assert_tree_equal(nested, run_purenn(pn.optim.chain(a, b, c), params, 5))
-    with pytest.raises(TypeError, match="chain: rule 1 must be a GradientTransformation, got function"):
+    with pytest.raises(
+        TypeError, match="chain: rule 1 must be a GradientTransformation, got function"
+    ):
         pn.optim.chain(a, lambda g: g)
     with pytest.raises(TypeError, match="state must be the tuple from its init, got a tuple of 1"):
         pn.optim.chain(a, b).update(params, (a.init(params),), params)
@@ -225,8 +242,14 @@ def test_user_defined_rule_with_empty_state():
         (lambda: pn.optim.sgd(-0.1), "Invalid learning rate: -0.1"),
         (lambda: pn.optim.sgd(0.1, momentum=-1), "Invalid momentum value: -1"),
         (lambda: pn.optim.sgd(0.1, weight_decay=-1), "Invalid weight_decay value: -1"),
-        (lambda: pn.optim.sgd(0.1, nesterov=True), "Nesterov momentum requires a momentum and zero dampening"),
-        (lambda: pn.optim.sgd(0.1, momentum=0.9, dampening=0.1, nesterov=True), "Nesterov momentum requires"),
+        (
+            lambda: pn.optim.sgd(0.1, nesterov=True),
+            "Nesterov momentum requires a momentum and zero dampening",
+        ),
+        (
+            lambda: pn.optim.sgd(0.1, momentum=0.9, dampening=0.1, nesterov=True),
+            "Nesterov momentum requires",
+        ),
         (lambda: pn.optim.adam(betas=(1.0, 0.999)), r"Invalid beta parameter at index 0: 1\.0"),
         (lambda: pn.optim.adamw(betas=(0.9, -0.1)), r"Invalid beta parameter at index 1: -0\.1"),
         (lambda: pn.optim.adam(eps=-1e-8), "Invalid epsilon value: -1e-08"),
@@ -248,11 +271,23 @@ def _param():
     "ours, theirs",
     [
         (lambda: pn.optim.sgd(-0.1), lambda: torch.optim.SGD(_param(), lr=-0.1)),
-        (lambda: pn.optim.sgd(0.1, momentum=-1.0), lambda: torch.optim.SGD(_param(), lr=0.1, momentum=-1.0)),
-        (lambda: pn.optim.sgd(0.1, nesterov=True), lambda: torch.optim.SGD(_param(), lr=0.1, nesterov=True)),
-        (lambda: pn.optim.adam(betas=(1.0, 0.9)), lambda: torch.optim.Adam(_param(), betas=(1.0, 0.9))),
+        (
+            lambda: pn.optim.sgd(0.1, momentum=-1.0),
+            lambda: torch.optim.SGD(_param(), lr=0.1, momentum=-1.0),
+        ),
+        (
+            lambda: pn.optim.sgd(0.1, nesterov=True),
+            lambda: torch.optim.SGD(_param(), lr=0.1, nesterov=True),
+        ),
+        (
+            lambda: pn.optim.adam(betas=(1.0, 0.9)),
+            lambda: torch.optim.Adam(_param(), betas=(1.0, 0.9)),
+        ),
         (lambda: pn.optim.adamw(eps=-1.0), lambda: torch.optim.AdamW(_param(), eps=-1.0)),
-        (lambda: pn.optim.adam(weight_decay=-1.0), lambda: torch.optim.Adam(_param(), weight_decay=-1.0)),
+        (
+            lambda: pn.optim.adam(weight_decay=-1.0),
+            lambda: torch.optim.Adam(_param(), weight_decay=-1.0),
+        ),
     ],
 )
 def test_invalid_hyperparameter_messages_equal_torch_optims(ours, theirs):
@@ -273,13 +308,21 @@ def test_grads_that_do_not_fit_the_state_are_rejected_naming_the_path():
     opt = pn.optim.adam()
     state = opt.init(params)
     missing = pn.Params({"0": params["0"], "1": params["1"]})
-    with pytest.raises(pn.TreeMismatchError, match=r"grads does not have the structure of the optimizer state.*at 'scale'"):
+    with pytest.raises(
+        pn.TreeMismatchError,
+        match=r"grads does not have the structure of the optimizer state.*at 'scale'",
+    ):
         opt.update(missing, state, params)
     wrong_shape = pn.tree.set(params, "0.bias", torch.zeros(5))
-    with pytest.raises(pn.ShapeError, match=r"adam: grads '0\.bias' has shape \(5,\) but the param has \(4,\)"):
+    with pytest.raises(
+        pn.ShapeError, match=r"adam: grads '0\.bias' has shape \(5,\) but the param has \(4,\)"
+    ):
         opt.update(wrong_shape, state, params)
     wrong_dtype = pn.tree.map(lambda p: p.double(), params)
-    with pytest.raises(pn.ShapeError, match=r"adam: grads '0\.weight' has dtype torch\.float64 but the param has torch\.float32"):
+    with pytest.raises(
+        pn.ShapeError,
+        match=r"adam: grads '0\.weight' has dtype torch\.float64 but the param has torch\.float32",
+    ):
         opt.update(wrong_dtype, state, params)
 
 
@@ -287,17 +330,26 @@ def test_state_from_another_rule_or_tree_is_rejected():
     params = problem(torch.float32)
     other = pn.Params({"x": torch.zeros(3)})
     with pytest.raises(pn.TreeMismatchError, match="optimizer state"):
-        pn.optim.sgd(0.1, momentum=0.9).update(params, pn.optim.sgd(0.1, momentum=0.9).init(other), params)
+        pn.optim.sgd(0.1, momentum=0.9).update(
+            params, pn.optim.sgd(0.1, momentum=0.9).init(other), params
+        )
     with pytest.raises(AttributeError, match="exp_avg"):
         pn.optim.adam().update(params, pn.optim.sgd(0.1, momentum=0.9).init(params), params)
 
 
 def test_integer_params_and_missing_params_for_weight_decay_are_rejected():
-    with pytest.raises(TypeError, match=r"adam: param 'steps' has dtype torch\.int64; update rules need floating-point"):
-        pn.optim.adam().init(pn.Params({"w": torch.zeros(2), "steps": torch.zeros(2, dtype=torch.int64)}))
+    with pytest.raises(
+        TypeError,
+        match=r"adam: param 'steps' has dtype torch\.int64; update rules need floating-point",
+    ):
+        pn.optim.adam().init(
+            pn.Params({"w": torch.zeros(2), "steps": torch.zeros(2, dtype=torch.int64)})
+        )
     params = problem(torch.float32)
     opt = pn.optim.adamw()
-    with pytest.raises(pn.TreeMismatchError, match=r"adamw: this rule needs params \(for weight decay\)"):
+    with pytest.raises(
+        pn.TreeMismatchError, match=r"adamw: this rule needs params \(for weight decay\)"
+    ):
         opt.update(params, opt.init(params))
 
 
@@ -316,7 +368,11 @@ def test_apply_updates_checks_shapes_and_keeps_dtypes():
     params = pn.Params({"w": torch.ones(3, dtype=torch.bfloat16)})
     new = pn.apply_updates(params, pn.Params({"w": torch.full((3,), 0.5, dtype=torch.float32)}))
     assert new["w"].dtype == torch.bfloat16 and torch.equal(new["w"].float(), torch.full((3,), 1.5))
-    with pytest.raises(pn.ShapeError, match=r"apply_updates: update 'w' has shape \(1,\) but the param has \(3,\)"):
+    with pytest.raises(
+        pn.ShapeError, match=r"apply_updates: update 'w' has shape \(1,\) but the param has \(3,\)"
+    ):
         pn.apply_updates(params, pn.Params({"w": torch.ones(1, dtype=torch.bfloat16)}))
-    with pytest.raises(pn.TreeMismatchError, match=r"updates does not have the structure of params: at 'v'"):
+    with pytest.raises(
+        pn.TreeMismatchError, match=r"updates does not have the structure of params: at 'v'"
+    ):
         pn.apply_updates(params, pn.Params({"w": torch.ones(3), "v": torch.ones(1)}))

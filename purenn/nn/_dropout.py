@@ -32,7 +32,9 @@ class Dropout(Model):
     def init(self, key: torch.Tensor) -> Params:
         return Params()
 
-    def _forward(self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str) -> tuple[Any, Params]:
+    def _forward(
+        self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str
+    ) -> tuple[Any, Params]:
         if not train or self.p == 0.0:
             return x, state
         if key is None:

@@ -15,7 +15,11 @@ from ._model import Model
 
 __all__ = ["TorchModel", "from_torch"]
 
-_RANDOM_MODULES = (torch.nn.modules.dropout._DropoutNd, torch.nn.AlphaDropout, torch.nn.FeatureAlphaDropout)
+_RANDOM_MODULES = (
+    torch.nn.modules.dropout._DropoutNd,
+    torch.nn.AlphaDropout,
+    torch.nn.FeatureAlphaDropout,
+)
 
 
 def _uses_randomness(module: torch.nn.Module) -> bool:
@@ -54,7 +58,9 @@ class TorchModel(Model):
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"pn.from_torch expects a torch.nn.Module, got {type(module).__name__}")
         skeleton = copy.deepcopy(module)
-        self._devices = sorted({str(t.device) for t in (*module.parameters(), *module.buffers())}) or ["cpu"]
+        self._devices = sorted(
+            {str(t.device) for t in (*module.parameters(), *module.buffers())}
+        ) or ["cpu"]
         skeleton.to("meta")
         self._skeleton = skeleton
         self._shapes = {name: (tuple(p.shape), p.dtype) for name, p in module.named_parameters()}
@@ -76,7 +82,9 @@ class TorchModel(Model):
 
     def init_state(self) -> Params:
         """Copies of the module's buffers as they were when it was converted."""
-        return Params.from_state_dict({k: v.clone() for k, v in self._initial_state.to_state_dict().items()})
+        return Params.from_state_dict(
+            {k: v.clone() for k, v in self._initial_state.to_state_dict().items()}
+        )
 
     def init(self, key: torch.Tensor) -> Params:
         """Fresh params from the module's own `reset_parameters()`, seeded from `key`.
@@ -92,7 +100,9 @@ class TorchModel(Model):
                 reset = getattr(sub, "reset_parameters", None)
                 if callable(reset):
                     reset()
-                    covered.update(f"{prefix}.{n}" if prefix else n for n, _ in sub.named_parameters())
+                    covered.update(
+                        f"{prefix}.{n}" if prefix else n for n, _ in sub.named_parameters()
+                    )
         names = [name for name, _ in module.named_parameters()]
         uncovered = [name for name in names if name not in covered]
         if uncovered:
@@ -112,7 +122,14 @@ class TorchModel(Model):
         if missing or extra:
             raise TreeMismatchError(
                 f"params do not fit the converted {self.module_type}: "
-                + "; ".join(s for s in (f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else "") if s)
+                + "; ".join(
+                    s
+                    for s in (
+                        f"missing {missing}" if missing else "",
+                        f"unexpected {extra}" if extra else "",
+                    )
+                    if s
+                )
                 + ". Were these params made by another model?"
             )
         for name, (shape, _) in self._shapes.items():
@@ -135,7 +152,9 @@ class TorchModel(Model):
             )
         return flat
 
-    def _forward(self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str) -> tuple[Any, Params]:
+    def _forward(
+        self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str
+    ) -> tuple[Any, Params]:
         tensors = self._check_params(params)
         buffers = {name: b.clone() for name, b in self._check_state(state).items()}
         args = x if isinstance(x, tuple) else (x,)
@@ -155,8 +174,12 @@ class TorchModel(Model):
         except RuntimeError as error:
             if "shape" not in str(error) and "size" not in str(error):
                 raise
-            shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
-            raise ShapeError(f"the converted {self.module_type} failed on input of shape {', '.join(map(str, shapes))}: {error}") from error
+            shapes = [
+                tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args
+            ]
+            raise ShapeError(
+                f"the converted {self.module_type} failed on input of shape {', '.join(map(str, shapes))}: {error}"
+            ) from error
         new_state = Params.from_state_dict(buffers) if buffers else state
         return y, new_state
 
@@ -176,5 +199,7 @@ def from_torch(module: torch.nn.Module) -> tuple[TorchModel, Params]:
         >>> y, state = model.apply(params, torch.randn(16, 4), state=model.init_state(), train=True)
     """
     model = TorchModel(module)
-    params = Params.from_state_dict({name: p.detach().clone() for name, p in module.named_parameters()})
+    params = Params.from_state_dict(
+        {name: p.detach().clone() for name, p in module.named_parameters()}
+    )
     return model, params

@@ -17,10 +17,12 @@ from ._model import Model, layer_name, take_params
 __all__ = ["Linear", "linear"]
 
 
-def _positive(name: str):  # noqa: ANN202 - an attrs validator factory
+def _positive(name: str):
     def check(instance: Any, attribute: Any, value: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"{type(instance).__name__.lower()}: {name} must be a non-negative int, got {value!r}")
+            raise ValueError(
+                f"{type(instance).__name__.lower()}: {name} must be a non-negative int, got {value!r}"
+            )
 
     return check
 
@@ -44,19 +46,29 @@ class Linear(Model):
         if self.bias:
             shapes["bias"] = (self.out_features,)
         if self.in_features == 0:  # torch leaves a zero-fan-in layer at zeros
-            return Params({name: torch.zeros(shape, dtype=self.dtype) for name, shape in shapes.items()})
+            return Params(
+                {name: torch.zeros(shape, dtype=self.dtype) for name, shape in shapes.items()}
+            )
         bound = 1.0 / math.sqrt(self.in_features)
         keys = {"weight": k_weight, "bias": k_bias}
         return Params(
-            {name: pnr.uniform(keys[name], shape, dtype=self.dtype, low=-bound, high=bound) for name, shape in shapes.items()}
+            {
+                name: pnr.uniform(keys[name], shape, dtype=self.dtype, low=-bound, high=bound)
+                for name, shape in shapes.items()
+            }
         )
 
-    def _forward(self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str) -> tuple[Any, Params]:
+    def _forward(
+        self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str
+    ) -> tuple[Any, Params]:
         weight, bias = take_params(
             params,
             "linear layer",
             path,
-            {"weight": (self.out_features, self.in_features), "bias": (self.out_features,) if self.bias else None},
+            {
+                "weight": (self.out_features, self.in_features),
+                "bias": (self.out_features,) if self.bias else None,
+            },
         )
         if not isinstance(x, torch.Tensor) or x.dim() == 0 or x.shape[-1] != self.in_features:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -67,7 +79,9 @@ class Linear(Model):
         return F.linear(x, weight, bias), state
 
 
-def linear(in_features: int, out_features: int, *, bias: bool = True, dtype: torch.dtype = torch.float32) -> Linear:
+def linear(
+    in_features: int, out_features: int, *, bias: bool = True, dtype: torch.dtype = torch.float32
+) -> Linear:
     """A fully connected layer `y = x W^T + b`, as `torch.nn.Linear(in_features, out_features, bias)`.
 
     Example:

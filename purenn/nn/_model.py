@@ -42,7 +42,14 @@ class Model(abc.ABC):
 
     @abc.abstractmethod
     def _forward(
-        self, params: Params, x: Any, *, state: Params, key: torch.Tensor | None, train: bool, path: str
+        self,
+        params: Params,
+        x: Any,
+        *,
+        state: Params,
+        key: torch.Tensor | None,
+        train: bool,
+        path: str,
     ) -> tuple[Any, Params]:
         """Compute `(y, new_state)`; `path` names this model inside its parent, for error messages."""
 
@@ -85,7 +92,9 @@ class Model(abc.ABC):
                 "it returns (y, new_state)"
             )
         if state is not None and not isinstance(state, Params):
-            raise TypeError(f"state must be pn.Params (from model.init_state()), got {type(state).__name__}")
+            raise TypeError(
+                f"state must be pn.Params (from model.init_state()), got {type(state).__name__}"
+            )
         debug_check(params=params, state=state)
         y, new_state = self._forward(
             params, x, state=EMPTY if state is None else state, key=key, train=train, path=""

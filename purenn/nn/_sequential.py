@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,7 +30,9 @@ class Wrapped(Model):
     def init(self, key: torch.Tensor) -> Params:
         return EMPTY if self.init_fn is None else Params(self.init_fn(key))
 
-    def _forward(self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str) -> tuple[Any, Params]:
+    def _forward(
+        self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str
+    ) -> tuple[Any, Params]:
         if self.init_fn is None:
             if len(params):
                 raise TreeMismatchError(
@@ -64,7 +67,9 @@ def _as_model(layer: Any, index: int) -> Model:
         return layer
     if callable(layer):
         return Wrapped(layer)
-    raise TypeError(f"sequential: layer {index} must be a pn.nn model or a function of x, got {type(layer).__name__}")
+    raise TypeError(
+        f"sequential: layer {index} must be a pn.nn model or a function of x, got {type(layer).__name__}"
+    )
 
 
 @attrs.frozen
@@ -75,7 +80,9 @@ class Sequential(Model):
     torch.nn.Sequential's state_dict.
     """
 
-    layers: tuple[Model, ...] = attrs.field(converter=lambda ls: tuple(_as_model(l, i) for i, l in enumerate(ls)))
+    layers: tuple[Model, ...] = attrs.field(
+        converter=lambda layers: tuple(_as_model(layer, i) for i, layer in enumerate(layers))
+    )
 
     def init(self, key: torch.Tensor) -> Params:
         keys = pnr.split(key, max(len(self.layers), 1))
@@ -90,7 +97,9 @@ class Sequential(Model):
     def has_state(self) -> bool:
         return any(layer.has_state for layer in self.layers)
 
-    def _forward(self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str) -> tuple[Any, Params]:
+    def _forward(
+        self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str
+    ) -> tuple[Any, Params]:
         expected = {str(i) for i in range(len(self.layers))}
         for tree, what in ((params, "params"), (state, "state")):
             unexpected = [join(path, k) for k in tree if k not in expected]
@@ -104,7 +113,9 @@ class Sequential(Model):
         for i, layer in enumerate(self.layers):
             name = str(i)
             if layer.has_state and name not in state:
-                raise StateError(f"state has no entry '{join(path, name)}' for the stateful layer there")
+                raise StateError(
+                    f"state has no entry '{join(path, name)}' for the stateful layer there"
+                )
             x, child_state = layer._forward(
                 params[name] if name in params else EMPTY,
                 x,
@@ -152,11 +163,13 @@ def mlp(
         ['0.weight', '0.bias']
     """
     if isinstance(hidden_features, int):
-        raise TypeError(f"mlp: hidden_features must be a sequence of widths, e.g. [{hidden_features}], got an int")
+        raise TypeError(
+            f"mlp: hidden_features must be a sequence of widths, e.g. [{hidden_features}], got an int"
+        )
     drop = make_dropout(dropout)  # validates the probability even when it is 0
     widths = [in_features, *hidden_features, out_features]
     layers: list[Any] = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
         layers.append(linear(fan_in, fan_out, bias=bias, dtype=dtype))
         if i < len(widths) - 2:
             layers.append(activation)

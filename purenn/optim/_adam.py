@@ -10,7 +10,17 @@ from .. import _treeutil
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._common import LearningRate, StepScalars, as_dtype, check_nonnegative, check_update_args, float_leaves, lr_value, require_params, validate_lr
+from ._common import (
+    LearningRate,
+    StepScalars,
+    as_dtype,
+    check_nonnegative,
+    check_update_args,
+    float_leaves,
+    lr_value,
+    require_params,
+    validate_lr,
+)
 
 __all__ = ["AdamState", "adam", "adamw"]
 
@@ -30,7 +40,9 @@ class AdamState:
     max_exp_avg_sq: Params | None
 
 
-def _validate(lr: LearningRate, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
+def _validate(
+    lr: LearningRate, betas: tuple[float, float], eps: float, weight_decay: float
+) -> None:
     validate_lr(lr)
     check_nonnegative("eps", eps, "epsilon")
     for i, beta in enumerate(betas):
@@ -74,7 +86,9 @@ def _adam(
         p_leaves = _treeutil.flatten(params)[0] if params is not None else [None] * len(g_leaves)
         m_leaves = _treeutil.flatten(state.exp_avg)[0]
         v_leaves = _treeutil.flatten(state.exp_avg_sq)[0]
-        vmax_leaves = _treeutil.flatten(state.max_exp_avg_sq)[0] if amsgrad else [None] * len(g_leaves)
+        vmax_leaves = (
+            _treeutil.flatten(state.max_exp_avg_sq)[0] if amsgrad else [None] * len(g_leaves)
+        )
 
         # Step-dependent scalars once per step, in float64 as torch.optim's Python floats are.
         count = state.count + 1
@@ -87,7 +101,9 @@ def _adam(
         )
 
         updates, ms, vs, vmaxes = [], [], [], []
-        for g, p, m, v, vmax in zip(g_leaves, p_leaves, m_leaves, v_leaves, vmax_leaves, strict=True):
+        for g, p, m, v, vmax in zip(
+            g_leaves, p_leaves, m_leaves, v_leaves, vmax_leaves, strict=True
+        ):
             c = scalars.for_dtype(g.dtype)
             if maximize:
                 g = -g

@@ -19,15 +19,21 @@ def chain(*rules: GradientTransformation) -> GradientTransformation:
     """
     for i, rule in enumerate(rules):
         if not isinstance(rule, GradientTransformation):
-            raise TypeError(f"chain: rule {i} must be a GradientTransformation, got {type(rule).__name__}")
+            raise TypeError(
+                f"chain: rule {i} must be a GradientTransformation, got {type(rule).__name__}"
+            )
 
     def init(params: Any) -> tuple[Any, ...]:
         return tuple(rule.init(params) for rule in rules)
 
-    def update(grads: Any, state: tuple[Any, ...], params: Any = None) -> tuple[Any, tuple[Any, ...]]:
+    def update(
+        grads: Any, state: tuple[Any, ...], params: Any = None
+    ) -> tuple[Any, tuple[Any, ...]]:
         if not isinstance(state, tuple) or len(state) != len(rules):
             got = f"a tuple of {len(state)}" if isinstance(state, tuple) else type(state).__name__
-            raise TypeError(f"chain of {len(rules)} rules: state must be the tuple from its init, got {got}")
+            raise TypeError(
+                f"chain of {len(rules)} rules: state must be the tuple from its init, got {got}"
+            )
         new_states = []
         for rule, rule_state in zip(rules, state, strict=True):
             grads, rule_state = rule.update(grads, rule_state, params)

@@ -12,7 +12,14 @@ from .._errors import ShapeError, TreeMismatchError
 from .._guard import debug_check
 from .._treeutil import PyTreeSpec
 
-__all__ = ["StepScalars", "check_nonnegative", "check_update_args", "float_leaves", "lr_value", "validate_lr"]
+__all__ = [
+    "StepScalars",
+    "check_nonnegative",
+    "check_update_args",
+    "float_leaves",
+    "lr_value",
+    "validate_lr",
+]
 
 LearningRate = float | torch.Tensor | Callable[[torch.Tensor], Any]
 
@@ -25,7 +32,9 @@ def validate_lr(lr: LearningRate) -> None:
             raise ValueError(f"Tensor lr must be 1-element, got shape {tuple(lr.shape)}")
         lr = float(lr)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-        raise TypeError(f"lr must be a float, a 1-element tensor or a schedule count -> lr, got {type(lr).__name__}")
+        raise TypeError(
+            f"lr must be a float, a 1-element tensor or a schedule count -> lr, got {type(lr).__name__}"
+        )
     if not 0.0 <= lr:
         raise ValueError(f"Invalid learning rate: {lr}")
 
@@ -66,14 +75,20 @@ def check_update_args(
     paths, leaves, spec = _treeutil.flatten_with_paths(grads)
     like_spec = _treeutil.structure(like)
     if spec != like_spec:
-        raise _treeutil.mismatch_error(like_spec, spec, "the optimizer state (from opt.init(params))", "grads")
+        raise _treeutil.mismatch_error(
+            like_spec, spec, "the optimizer state (from opt.init(params))", "grads"
+        )
     for path, g, ref in zip(paths, leaves, _treeutil.flatten(like)[0], strict=True):
         if not isinstance(g, torch.Tensor):
             raise TypeError(f"{rule}: grads '{path}' is a {type(g).__name__}, not a tensor")
         if g.shape != ref.shape:
-            raise ShapeError(f"{rule}: grads '{path}' has shape {tuple(g.shape)} but the param has {tuple(ref.shape)}")
+            raise ShapeError(
+                f"{rule}: grads '{path}' has shape {tuple(g.shape)} but the param has {tuple(ref.shape)}"
+            )
         if g.dtype != ref.dtype:
-            raise ShapeError(f"{rule}: grads '{path}' has dtype {g.dtype} but the param has {ref.dtype}")
+            raise ShapeError(
+                f"{rule}: grads '{path}' has dtype {g.dtype} but the param has {ref.dtype}"
+            )
     if params is not None:
         params_spec = _treeutil.structure(params)
         if params_spec != spec:
@@ -83,7 +98,9 @@ def check_update_args(
 
 def require_params(rule: str, params: Any) -> None:
     if params is None:
-        raise TreeMismatchError(f"{rule}: this rule needs params (for weight decay): call update(grads, state, params)")
+        raise TreeMismatchError(
+            f"{rule}: this rule needs params (for weight decay): call update(grads, state, params)"
+        )
 
 
 class StepScalars:

@@ -10,7 +10,17 @@ from .. import _treeutil
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._common import LearningRate, StepScalars, as_dtype, check_nonnegative, check_update_args, float_leaves, lr_value, require_params, validate_lr
+from ._common import (
+    LearningRate,
+    StepScalars,
+    as_dtype,
+    check_nonnegative,
+    check_update_args,
+    float_leaves,
+    lr_value,
+    require_params,
+    validate_lr,
+)
 
 __all__ = ["SgdState", "sgd"]
 
@@ -58,13 +68,21 @@ def sgd(
 
     def init(params: Any) -> SgdState:
         _, leaves, spec = float_leaves("sgd", params)
-        buffer = _treeutil.unflatten(spec, [torch.zeros_like(p) for p in leaves]) if momentum != 0 else None
+        buffer = (
+            _treeutil.unflatten(spec, [torch.zeros_like(p) for p in leaves])
+            if momentum != 0
+            else None
+        )
         return SgdState(count=torch.zeros((), dtype=torch.int64), momentum_buffer=buffer)
 
     def update(grads: Any, state: SgdState, params: Any = None) -> tuple[Any, SgdState]:
         if weight_decay != 0:
             require_params("sgd", params)
-        like = state.momentum_buffer if state.momentum_buffer is not None else (params if params is not None else grads)
+        like = (
+            state.momentum_buffer
+            if state.momentum_buffer is not None
+            else (params if params is not None else grads)
+        )
         _, g_leaves, spec = check_update_args("sgd", grads, state, params, like)
         p_leaves = _treeutil.flatten(params)[0] if params is not None else [None] * len(g_leaves)
         step_lr = lr_value(lr, state.count)

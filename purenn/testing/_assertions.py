@@ -11,7 +11,9 @@ from .. import _treeutil
 __all__ = ["assert_tree_close", "assert_tree_equal"]
 
 
-def assert_tree_close(actual: Any, expected: Any, *, rtol: float | None = None, atol: float | None = None) -> None:
+def assert_tree_close(
+    actual: Any, expected: Any, *, rtol: float | None = None, atol: float | None = None
+) -> None:
     """Assert two trees have one structure and close leaves (`torch.testing.assert_close` per leaf).
 
     Raises:

@@ -4,9 +4,9 @@ from .._node import node as node
 from ._basic import flatten as flatten
 from ._basic import leaves as leaves
 from ._basic import paths as paths
-from ._basic import set_leaf as set  # noqa: A001 - the public name mirrors the API contract
+from ._basic import set_leaf as set
 from ._basic import structure as structure
-from ._basic import tree_map as map  # noqa: A001
+from ._basic import tree_map as map
 from ._basic import unflatten as unflatten
 from ._basic import zeros_like as zeros_like
 from ._math import add as add
@@ -19,3 +19,25 @@ from ._stack import stack as stack
 from ._stack import unstack as unstack
 from ._summary import Summary as Summary
 from ._summary import summary as summary
+
+__all__ = [
+    "Summary",
+    "add",
+    "allclose",
+    "diff",
+    "flatten",
+    "global_norm",
+    "leaves",
+    "map",
+    "node",
+    "paths",
+    "scale",
+    "set",
+    "stack",
+    "structure",
+    "sub",
+    "summary",
+    "unflatten",
+    "unstack",
+    "zeros_like",
+]

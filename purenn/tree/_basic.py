@@ -12,7 +12,16 @@ from .. import _treeutil
 from .._params import Params
 from .._treeutil import PyTreeSpec
 
-__all__ = ["flatten", "leaves", "paths", "set_leaf", "structure", "tree_map", "unflatten", "zeros_like"]
+__all__ = [
+    "flatten",
+    "leaves",
+    "paths",
+    "set_leaf",
+    "structure",
+    "tree_map",
+    "unflatten",
+    "zeros_like",
+]
 
 
 def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
@@ -25,7 +34,9 @@ def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
         >>> doubled = pn.tree.map(lambda w: 2 * w, params)
         >>> moved = pn.tree.map(lambda p, g: p - 0.1 * g, params, grads)
     """
-    return _treeutil.tree_map(fn, tree, *rest, names=["tree"] + [f"rest[{i}]" for i in range(len(rest))])
+    return _treeutil.tree_map(
+        fn, tree, *rest, names=["tree"] + [f"rest[{i}]" for i in range(len(rest))]
+    )
 
 
 def leaves(tree: Any) -> list[Any]:
@@ -41,10 +52,14 @@ def flatten(tree: Any) -> tuple[list[Any], PyTreeSpec]:
 def unflatten(treedef: PyTreeSpec, leaves: list[Any]) -> Any:
     """Rebuild a tree from a `treedef` (from `flatten`/`structure`) and its leaves in order."""
     if not isinstance(treedef, PyTreeSpec):
-        raise TypeError(f"unflatten(treedef, leaves): treedef must come from pn.tree.flatten, got {type(treedef).__name__}")
+        raise TypeError(
+            f"unflatten(treedef, leaves): treedef must come from pn.tree.flatten, got {type(treedef).__name__}"
+        )
     leaves = list(leaves)
     if len(leaves) != treedef.num_leaves:
-        raise ValueError(f"unflatten: the treedef has {treedef.num_leaves} leaves but {len(leaves)} were given")
+        raise ValueError(
+            f"unflatten: the treedef has {treedef.num_leaves} leaves but {len(leaves)} were given"
+        )
     return _treeutil.unflatten(treedef, leaves)
 
 
@@ -84,23 +99,33 @@ def _set(node: Any, parts: list[str], value: Any, path: str, depth: int) -> Any:
     where = ".".join(parts[:depth]) or "the root"
     if isinstance(node, Params):
         if part not in node._data and depth < len(parts) - 1:
-            raise KeyError(f"pn.tree.set: no entry {part!r} at {where} (path {path!r}); keys there: {list(node)}")
+            raise KeyError(
+                f"pn.tree.set: no entry {part!r} at {where} (path {path!r}); keys there: {list(node)}"
+            )
         new = dict(node._data)
         new[part] = _set(node._data.get(part), parts, value, path, depth + 1)
         return Params(new)
     if attrs.has(type(node)):
         names = [f.name for f in attrs.fields(type(node))]
         if part not in names:
-            raise KeyError(f"pn.tree.set: {type(node).__name__} at {where} has no field {part!r}; fields: {names}")
-        return attrs.evolve(node, **{part: _set(getattr(node, part), parts, value, path, depth + 1)})
+            raise KeyError(
+                f"pn.tree.set: {type(node).__name__} at {where} has no field {part!r}; fields: {names}"
+            )
+        return attrs.evolve(
+            node, **{part: _set(getattr(node, part), parts, value, path, depth + 1)}
+        )
     if isinstance(node, dict):
         if part not in node:
             raise KeyError(f"pn.tree.set: no key {part!r} at {where} (path {path!r})")
         return {**node, part: _set(node[part], parts, value, path, depth + 1)}
     if isinstance(node, (list, tuple)):
         if not part.isdigit() or int(part) >= len(node):
-            raise KeyError(f"pn.tree.set: no index {part!r} at {where} (length {len(node)}, path {path!r})")
+            raise KeyError(
+                f"pn.tree.set: no index {part!r} at {where} (length {len(node)}, path {path!r})"
+            )
         items = list(node)
         items[int(part)] = _set(items[int(part)], parts, value, path, depth + 1)
         return type(node)(items) if not hasattr(node, "_fields") else type(node)(*items)
-    raise KeyError(f"pn.tree.set: {where} is a leaf ({type(node).__name__}), so it has no entry {part!r} (path {path!r})")
+    raise KeyError(
+        f"pn.tree.set: {where} is a leaf ({type(node).__name__}), so it has no entry {part!r} (path {path!r})"
+    )

@@ -29,7 +29,9 @@ def scale(tree: Any, factor: float | torch.Tensor) -> Any:
     if isinstance(tree, Number) and not isinstance(factor, Number):
         tree, factor = factor, tree
     if isinstance(factor, torch.Tensor) and factor.dim() != 0:
-        raise ValueError(f"pn.tree.scale: factor must be a number or a 0-d tensor, got shape {tuple(factor.shape)}")
+        raise ValueError(
+            f"pn.tree.scale: factor must be a number or a 0-d tensor, got shape {tuple(factor.shape)}"
+        )
     return _treeutil.tree_map(lambda leaf: leaf * factor, tree)
 
 
@@ -48,7 +50,9 @@ def global_norm(tree: Any) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([n.to(device=device, dtype=dtype) for n in norms]))
 
 
-def allclose(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-8, *, equal_nan: bool = False) -> bool:
+def allclose(
+    a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-8, *, equal_nan: bool = False
+) -> bool:
     """True when the trees share a structure and every pair of leaves is `torch.allclose`.
 
     Leaves with different shapes, dtypes or devices are not close.
@@ -81,7 +85,9 @@ def diff(a: Any, b: Any) -> Any:
     norms = []
     for path, x, y in zip(paths, old, _treeutil.flatten(b)[0], strict=True):
         if x.shape != y.shape:
-            raise ShapeError(f"pn.tree.diff: at '{path}', a has shape {tuple(x.shape)} but b has {tuple(y.shape)}")
+            raise ShapeError(
+                f"pn.tree.diff: at '{path}', a has shape {tuple(x.shape)} but b has {tuple(y.shape)}"
+            )
         dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
         norms.append(torch.linalg.vector_norm(y.to(dtype) - x.to(dtype)))
     return _treeutil.unflatten(spec, norms)

@@ -24,14 +24,18 @@ def stack(trees: Sequence[Any]) -> Any:
     trees = list(trees)
     if not trees:
         raise ValueError("pn.tree.stack needs at least one tree, got an empty sequence")
-    spec = _treeutil.check_same_structure(trees[0], trees[1:], [f"trees[{i}]" for i in range(len(trees))])
+    spec = _treeutil.check_same_structure(
+        trees[0], trees[1:], [f"trees[{i}]" for i in range(len(trees))]
+    )
     paths, first, _ = _treeutil.flatten_with_paths(trees[0])
     columns = list(zip(*(_treeutil.flatten(t)[0] for t in trees), strict=True)) if first else []
     stacked = []
     for path, column in zip(paths, columns, strict=True):
         shapes = {tuple(leaf.shape) for leaf in column}
         if len(shapes) > 1:
-            raise ShapeError(f"pn.tree.stack: leaf '{path}' has different shapes across trees: {sorted(shapes)}")
+            raise ShapeError(
+                f"pn.tree.stack: leaf '{path}' has different shapes across trees: {sorted(shapes)}"
+            )
         stacked.append(torch.stack(column))
     return _treeutil.unflatten(spec, stacked)
 
@@ -40,13 +44,20 @@ def unstack(tree: Any) -> list[Any]:
     """The inverse of `stack`: a list of trees, one per index of the leaves' leading axis."""
     paths, leaves, spec = _treeutil.flatten_with_paths(tree)
     if not leaves:
-        raise ValueError("pn.tree.unstack: the tree has no leaves, so the number of members is unknown")
+        raise ValueError(
+            "pn.tree.unstack: the tree has no leaves, so the number of members is unknown"
+        )
     sizes = {}
     for path, leaf in zip(paths, leaves, strict=True):
         if leaf.dim() == 0:
-            raise ShapeError(f"pn.tree.unstack: leaf '{path}' is 0-d; every leaf needs a leading member axis")
+            raise ShapeError(
+                f"pn.tree.unstack: leaf '{path}' is 0-d; every leaf needs a leading member axis"
+            )
         sizes.setdefault(leaf.shape[0], path)
     if len(sizes) > 1:
         detail = ", ".join(f"'{p}' has {n}" for n, p in sizes.items())
         raise ShapeError(f"pn.tree.unstack: leaves disagree on the leading axis size: {detail}")
-    return [_treeutil.unflatten(spec, list(members)) for members in zip(*(leaf.unbind(0) for leaf in leaves), strict=True)]
+    return [
+        _treeutil.unflatten(spec, list(members))
+        for members in zip(*(leaf.unbind(0) for leaf in leaves), strict=True)
+    ]

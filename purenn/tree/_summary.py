@@ -25,10 +25,18 @@ class Summary:
         return sum(row[4] for row in self.rows)
 
     def __str__(self) -> str:
-        cells = [_HEADER] + [(p, s, d, dev, f"{n:,}", f"{norm:.4g}") for p, s, d, dev, n, norm in self.rows]
+        cells = [_HEADER] + [
+            (p, s, d, dev, f"{n:,}", f"{norm:.4g}") for p, s, d, dev, n, norm in self.rows
+        ]
         cells.append(("total", "", "", "", f"{self.numel:,}", ""))
         widths = [max(len(row[i]) for row in cells) for i in range(len(_HEADER))]
-        lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip() for row in cells]
+        lines = [
+            "  ".join(
+                c.ljust(w) if i < 4 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+            for row in cells
+        ]
         lines.insert(1, "-" * len(lines[0]))
         lines.insert(len(lines) - 1, "-" * len(lines[0]))
         return "\n".join(lines)
@@ -51,7 +59,9 @@ def summary(tree: Any) -> Summary:
     rows = []
     for path, leaf in zip(paths, leaves, strict=True):
         if not isinstance(leaf, torch.Tensor):
-            raise TypeError(f"pn.tree.summary: leaf '{path}' is a {type(leaf).__name__}, not a tensor")
+            raise TypeError(
+                f"pn.tree.summary: leaf '{path}' is a {type(leaf).__name__}, not a tensor"
+            )
         values = leaf.detach()
         values = values if values.is_floating_point() or values.is_complex() else values.double()
         norm = float(torch.linalg.vector_norm(values)) if values.numel() else 0.0
