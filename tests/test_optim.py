@@ -180,7 +180,7 @@ def test_learning_rate_schedule_sees_the_count_from_zero():
 
     params = problem(torch.float64)
     ours = run_purenn(pn.optim.sgd(schedule, momentum=0.9), params, steps=4)
-    assert seen == [0, 1, 2, 3]
+    assert seen == [0, 0, 1, 2, 3]  # init records lr(0) in the state, then one call per update
     tensors = [torch.nn.Parameter(leaf.clone()) for leaf in pn.tree.leaves(params)]
     opt = torch.optim.SGD(tensors, lr=0.1, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda n: 1 / (1 + n))
@@ -376,3 +376,30 @@ def test_apply_updates_checks_shapes_and_keeps_dtypes():
         pn.TreeMismatchError, match=r"updates does not have the structure of params: at 'v'"
     ):
         pn.apply_updates(params, pn.Params({"w": torch.ones(3), "v": torch.ones(1)}))
+
+
+def test_hyperparameters_live_in_state_and_can_be_changed_mid_training():
+    params = problem(torch.float64)
+    opt = pn.optim.adamw(0.01, weight_decay=0.1)
+    state = opt.init(params)
+    assert {k: float(v) for k, v in state.hyperparams.items()} == {
+        "lr": 0.01,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "eps": 1e-8,
+        "weight_decay": 0.1,
+    }
+    tensors = [torch.nn.Parameter(leaf.clone()) for leaf in pn.tree.leaves(params)]
+    twin = torch.optim.AdamW(tensors, lr=0.01, weight_decay=0.1)
+    for t in range(6):
+        if t == 3:
+            state = pn.tree.set(state, "hyperparams.lr", torch.tensor(0.002, dtype=torch.float64))
+            twin.param_groups[0]["lr"] = 0.002
+        grads = pn.tree.map(lambda p, t=t: gradient(p, t), params)
+        params, state = pn.step(opt, params, grads, state)
+        for p in tensors:
+            p.grad = gradient(p.detach(), t)
+        twin.step()
+    assert float(state.hyperparams["lr"]) == 0.002 and state.decoupled_weight_decay
+    reference = pn.tree.unflatten(pn.tree.structure(params), [p.detach() for p in tensors])
+    pn.testing.assert_tree_close(params, reference, rtol=1e-12, atol=1e-14)

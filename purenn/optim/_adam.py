@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import torch
+from torch import Tensor
 
-from .. import _treeutil
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
 from ._common import (
     LearningRate,
-    StepScalars,
-    as_dtype,
     check_nonnegative,
     check_update_args,
     float_leaves,
+    initial_lr,
     lr_value,
     require_params,
     validate_lr,
 )
+from ._kernel import hyperparams, leafwise, zeros_like
 
 __all__ = ["AdamState", "adam", "adamw"]
 
@@ -29,26 +31,47 @@ __all__ = ["AdamState", "adam", "adamw"]
 class AdamState:
     """State of `adam`/`adamw`.
 
-    Fields: `count` (updates done, int64 0-d), `exp_avg` and `exp_avg_sq` (first and
-    second moment estimates, like params), `max_exp_avg_sq` (running maximum of
-    `exp_avg_sq` with `amsgrad=True`, else None).
+    Fields: `count` (updates done, int64 0-d); `hyperparams` (`lr`, `beta1`,
+    `beta2`, `eps`, `weight_decay` as float64 0-d tensors; `lr` is the rate of the
+    last update, or of the first one before any); `exp_avg` and `exp_avg_sq`
+    (first and second moment estimates, like params); `max_exp_avg_sq` (running
+    maximum of `exp_avg_sq` with amsgrad, else None). Static: `amsgrad`,
+    `maximize`, `decoupled_weight_decay` (True for adamw).
+
+    Change a hyperparameter mid-training with
+    `pn.tree.set(state, "hyperparams.lr", torch.tensor(1e-4, dtype=torch.float64))`
+    (no recompilation under `pn.jit`). Whether weight decay is applied at all is
+    fixed by the value the rule was built with: a rule built with
+    `weight_decay=0` skips that work, so setting it later has no effect.
     """
 
     count: torch.Tensor
+    hyperparams: Params
     exp_avg: Params
     exp_avg_sq: Params
     max_exp_avg_sq: Params | None
+    amsgrad: bool = attrs.field(default=False, metadata={"static": True})
+    maximize: bool = attrs.field(default=False, metadata={"static": True})
+    decoupled_weight_decay: bool = attrs.field(default=False, metadata={"static": True})
 
 
-def _validate(
-    lr: LearningRate, betas: tuple[float, float], eps: float, weight_decay: float
-) -> None:
-    validate_lr(lr)
-    check_nonnegative("eps", eps, "epsilon")
-    for i, beta in enumerate(betas):
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
-    check_nonnegative("weight_decay", weight_decay)
+def _kernel(
+    g: Tensor, p: Tensor | None, m: Tensor, v: Tensor, vmax: Tensor | None, s: Mapping[str, Any]
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    # torch.optim's single-tensor Adam, operation for operation (see torch/optim/adam.py).
+    if s["maximize"]:
+        g = -g
+    if s["l2"]:
+        g = g + s["weight_decay"] * p
+    m = torch.lerp(m, g, s["one_minus_beta1"])
+    v = torch.addcmul(v * s["beta2"], g, g, value=s["one_minus_beta2"])
+    if vmax is not None:
+        vmax = torch.maximum(vmax, v)
+    denom = torch.sqrt(vmax if vmax is not None else v) / s["bias_correction2_sqrt"] + s["eps"]
+    update = m / denom * -s["step_size"]
+    if s["decoupled"]:
+        update = update - p * s["lr_decay"]
+    return update, m, v, vmax
 
 
 def _adam(
@@ -63,71 +86,67 @@ def _adam(
 ) -> GradientTransformation:
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    beta1, beta2 = float(betas[0]), float(betas[1])
-    _validate(lr, (beta1, beta2), eps, weight_decay)
+    validate_lr(lr)
+    check_nonnegative("eps", eps, "epsilon")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+    check_nonnegative("weight_decay", weight_decay)
 
     def init(params: Any) -> AdamState:
-        _, leaves, spec = float_leaves(name, params)
-
-        def zeros() -> Params:
-            return _treeutil.unflatten(spec, [torch.zeros_like(p) for p in leaves])
-
+        float_leaves(name, params)
         return AdamState(
             count=torch.zeros((), dtype=torch.int64),
-            exp_avg=zeros(),
-            exp_avg_sq=zeros(),
-            max_exp_avg_sq=zeros() if amsgrad else None,
+            hyperparams=hyperparams(
+                lr=initial_lr(lr),
+                beta1=betas[0],
+                beta2=betas[1],
+                eps=eps,
+                weight_decay=weight_decay,
+            ),
+            exp_avg=zeros_like(params),
+            exp_avg_sq=zeros_like(params),
+            max_exp_avg_sq=zeros_like(params) if amsgrad else None,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled,
         )
 
     def update(grads: Any, state: AdamState, params: Any = None) -> tuple[Any, AdamState]:
+        check_update_args(name, grads, state, params, state.exp_avg)
         if weight_decay != 0:
             require_params(name, params)
-        _, g_leaves, spec = check_update_args(name, grads, state, params, state.exp_avg)
-        p_leaves = _treeutil.flatten(params)[0] if params is not None else [None] * len(g_leaves)
-        m_leaves = _treeutil.flatten(state.exp_avg)[0]
-        v_leaves = _treeutil.flatten(state.exp_avg_sq)[0]
-        vmax_leaves = (
-            _treeutil.flatten(state.max_exp_avg_sq)[0] if amsgrad else [None] * len(g_leaves)
-        )
-
-        # Step-dependent scalars once per step, in float64 as torch.optim's Python floats are.
+        h = state.hyperparams
         count = state.count + 1
         step = count.to(torch.float64)
-        step_lr = lr_value(lr, state.count)
-        scalars = StepScalars(
-            step_size=step_lr / (1.0 - torch.pow(beta1, step)),
-            bias_correction2_sqrt=torch.sqrt(1.0 - torch.pow(beta2, step)),
-            decay=step_lr * weight_decay,
+        step_lr = lr_value(lr, state.count, h["lr"])
+        # Step-dependent scalars once per step (not per element), in float64 like torch.optim's floats.
+        scalars = {
+            "maximize": state.maximize,
+            "l2": not state.decoupled_weight_decay and weight_decay != 0,
+            "decoupled": state.decoupled_weight_decay and weight_decay != 0,
+            "weight_decay": h["weight_decay"],
+            "one_minus_beta1": 1.0 - h["beta1"],
+            "beta2": h["beta2"],
+            "one_minus_beta2": 1.0 - h["beta2"],
+            "eps": h["eps"],
+            "step_size": step_lr / (1.0 - torch.pow(h["beta1"], step)),
+            "bias_correction2_sqrt": torch.sqrt(1.0 - torch.pow(h["beta2"], step)),
+            "lr_decay": step_lr * h["weight_decay"],
+        }
+        trees = (grads, params, state.exp_avg, state.exp_avg_sq, state.max_exp_avg_sq)
+        updates, m, v, vmax = leafwise(
+            _kernel, trees, scalars, outputs=(True, True, True, state.amsgrad)
         )
-
-        updates, ms, vs, vmaxes = [], [], [], []
-        for g, p, m, v, vmax in zip(
-            g_leaves, p_leaves, m_leaves, v_leaves, vmax_leaves, strict=True
-        ):
-            c = scalars.for_dtype(g.dtype)
-            if maximize:
-                g = -g
-            if weight_decay != 0 and not decoupled:
-                g = g + weight_decay * p
-            m = torch.lerp(m, g, 1.0 - beta1)
-            v = torch.addcmul(v * beta2, g, g, value=1.0 - beta2)
-            if amsgrad:
-                vmax = torch.maximum(vmax, v)
-                vmaxes.append(as_dtype(vmax, g.dtype))
-            denom = torch.sqrt(vmax if amsgrad else v) / c["bias_correction2_sqrt"] + eps
-            u = m / denom * -c["step_size"]
-            if weight_decay != 0 and decoupled:
-                u = u - p * c["decay"]
-            updates.append(as_dtype(u, g.dtype))
-            ms.append(as_dtype(m, g.dtype))
-            vs.append(as_dtype(v, g.dtype))
-        new_state = AdamState(
+        new_state = attrs.evolve(
+            state,
             count=count,
-            exp_avg=_treeutil.unflatten(spec, ms),
-            exp_avg_sq=_treeutil.unflatten(spec, vs),
-            max_exp_avg_sq=_treeutil.unflatten(spec, vmaxes) if amsgrad else None,
+            hyperparams=Params({**h, "lr": step_lr}),
+            exp_avg=m,
+            exp_avg_sq=v,
+            max_exp_avg_sq=vmax,
         )
-        return _treeutil.unflatten(spec, updates), new_state
+        return updates, new_state
 
     return GradientTransformation(init, update)
 
@@ -149,12 +168,15 @@ def adam(
         v <- beta2 * v + (1 - beta2) * g^2          (v_max <- max(v_max, v) with amsgrad)
         update = -lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
+    Args:
+        lr: learning rate, or a schedule `count -> lr` (count starts at 0).
+
     Example:
         >>> opt = pn.optim.adam(1e-3)
         >>> state = opt.init(params)
         >>> params, state = pn.step(opt, params, grads, state)
-        >>> state.exp_avg["0.weight"].shape == params["0.weight"].shape
-        True
+        >>> float(state.hyperparams["lr"]), int(state.count)
+        (0.001, 1)
     """
     return _adam("adam", lr, betas, eps, weight_decay, amsgrad, maximize, decoupled=False)
 

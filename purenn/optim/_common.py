@@ -13,11 +13,12 @@ from .._guard import debug_check
 from .._treeutil import PyTreeSpec
 
 __all__ = [
-    "StepScalars",
     "check_nonnegative",
     "check_update_args",
     "float_leaves",
+    "initial_lr",
     "lr_value",
+    "require_params",
     "validate_lr",
 ]
 
@@ -44,9 +45,27 @@ def check_nonnegative(name: str, value: float, label: str | None = None) -> None
         raise ValueError(f"Invalid {label or name} value: {value}")
 
 
-def lr_value(lr: LearningRate, count: torch.Tensor) -> torch.Tensor | float:
-    """The learning rate for the update that follows `count` earlier updates."""
-    return lr(count) if callable(lr) else lr
+def lr_value(lr: LearningRate, count: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
+    """The learning rate for the update after `count` updates: the schedule's value, else the stored one.
+
+    Returned as a float64 0-d tensor, so a schedule that returns a float, or a tensor
+    of another dtype, gives the same numbers as torch.optim's Python floats.
+    """
+    if not callable(lr):
+        return stored
+    value = lr(count)
+    return (
+        value.to(torch.float64)
+        if isinstance(value, torch.Tensor)
+        else torch.tensor(float(value), dtype=torch.float64)
+    )
+
+
+def initial_lr(lr: LearningRate) -> float:
+    """The learning rate recorded in a fresh state: the schedule's value at count 0."""
+    if callable(lr):
+        return float(lr(torch.zeros((), dtype=torch.int64)))
+    return float(lr)
 
 
 def float_leaves(rule: str, params: Any) -> tuple[list[str], list[torch.Tensor], PyTreeSpec]:
@@ -101,32 +120,3 @@ def require_params(rule: str, params: Any) -> None:
         raise TreeMismatchError(
             f"{rule}: this rule needs params (for weight decay): call update(grads, state, params)"
         )
-
-
-class StepScalars:
-    """Per-step coefficients (bias corrections, scheduled lr) cast once per leaf dtype.
-
-    Coefficients are computed as float64 0-d tensors (as torch.optim's Python floats
-    are). Multiplying an n-d tensor by one casts it to the tensor's compute dtype
-    anyway; casting explicitly also keeps 0-d params, where 0-d operands *promote*,
-    in their own dtype.
-    """
-
-    def __init__(self, **values: torch.Tensor | float) -> None:
-        self._values = values
-        self._by_dtype: dict[torch.dtype, dict[str, torch.Tensor | float]] = {}
-
-    def for_dtype(self, dtype: torch.dtype) -> dict[str, torch.Tensor | float]:
-        cast = self._by_dtype.get(dtype)
-        if cast is None:
-            compute = torch.float64 if dtype == torch.float64 else torch.float32
-            cast = {
-                name: value.to(compute) if isinstance(value, torch.Tensor) else value
-                for name, value in self._values.items()
-            }
-            self._by_dtype[dtype] = cast
-        return cast
-
-
-def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return t if t.dtype == dtype else t.to(dtype)

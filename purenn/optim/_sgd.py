@@ -2,35 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import torch
+from torch import Tensor
 
-from .. import _treeutil
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
 from ._common import (
     LearningRate,
-    StepScalars,
-    as_dtype,
     check_nonnegative,
     check_update_args,
     float_leaves,
+    initial_lr,
     lr_value,
     require_params,
     validate_lr,
 )
+from ._kernel import hyperparams, leafwise, zeros_like
 
 __all__ = ["SgdState", "sgd"]
 
 
 @node
 class SgdState:
-    """State of `sgd`: `count` updates done (int64 0-d); `momentum_buffer` like params, or None without momentum."""
+    """State of `sgd`.
+
+    Fields: `count` (updates done, int64 0-d); `hyperparams` (`lr`, `momentum`,
+    `dampening`, `weight_decay` as float64 0-d tensors); `momentum_buffer` (like
+    params, or None without momentum). Static: `nesterov`, `maximize`.
+    """
 
     count: torch.Tensor
+    hyperparams: Params
     momentum_buffer: Params | None
+    nesterov: bool = attrs.field(default=False, metadata={"static": True})
+    maximize: bool = attrs.field(default=False, metadata={"static": True})
+
+
+def _kernel(
+    g: Tensor, p: Tensor | None, b: Tensor | None, s: Mapping[str, Any]
+) -> tuple[Tensor, Tensor | None]:
+    # torch.optim's single-tensor SGD (torch/optim/sgd.py), operation for operation.
+    if s["maximize"]:
+        g = -g
+    if s["decay"]:
+        g = g + s["weight_decay"] * p
+    if b is not None:
+        b = b * s["keep"] + g * s["add"]
+        g = g + s["momentum"] * b if s["nesterov"] else b
+    return g * -s["lr"], b
 
 
 def sgd(
@@ -52,6 +76,9 @@ def sgd(
         g <- g + momentum * b  (nesterov)   or   g <- b  (momentum != 0)
         update = -lr * g
 
+    Whether momentum and weight decay are applied is fixed by the values the rule is
+    built with; their values (and `lr`) can be changed in `state.hyperparams`.
+
     Args:
         lr: learning rate, or a schedule `count -> lr` (count starts at 0).
 
@@ -67,13 +94,16 @@ def sgd(
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     def init(params: Any) -> SgdState:
-        _, leaves, spec = float_leaves("sgd", params)
-        buffer = (
-            _treeutil.unflatten(spec, [torch.zeros_like(p) for p in leaves])
-            if momentum != 0
-            else None
+        float_leaves("sgd", params)
+        return SgdState(
+            count=torch.zeros((), dtype=torch.int64),
+            hyperparams=hyperparams(
+                lr=initial_lr(lr), momentum=momentum, dampening=dampening, weight_decay=weight_decay
+            ),
+            momentum_buffer=zeros_like(params) if momentum != 0 else None,
+            nesterov=nesterov,
+            maximize=maximize,
         )
-        return SgdState(count=torch.zeros((), dtype=torch.int64), momentum_buffer=buffer)
 
     def update(grads: Any, state: SgdState, params: Any = None) -> tuple[Any, SgdState]:
         if weight_decay != 0:
@@ -83,35 +113,29 @@ def sgd(
             if state.momentum_buffer is not None
             else (params if params is not None else grads)
         )
-        _, g_leaves, spec = check_update_args("sgd", grads, state, params, like)
-        p_leaves = _treeutil.flatten(params)[0] if params is not None else [None] * len(g_leaves)
-        step_lr = lr_value(lr, state.count)
+        check_update_args("sgd", grads, state, params, like)
+        h = state.hyperparams
+        step_lr = lr_value(lr, state.count, h["lr"])
         first = state.count == 0
-        # The first update starts the buffer at g, later ones decay it: b = keep * b + add * g.
-        scalars = StepScalars(
-            lr=step_lr,
-            keep=torch.where(first, 0.0, torch.tensor(momentum, dtype=torch.float64)),
-            add=torch.where(first, 1.0, torch.tensor(1.0 - dampening, dtype=torch.float64)),
-        )
-        if momentum != 0:
-            buffers = _treeutil.flatten(state.momentum_buffer)[0]
-        updates, new_buffers = [], []
-        for i, (g, p) in enumerate(zip(g_leaves, p_leaves, strict=True)):
-            c = scalars.for_dtype(g.dtype)
-            dtype = g.dtype
-            if maximize:
-                g = -g
-            if weight_decay != 0:
-                g = g + weight_decay * p
-            if momentum != 0:
-                b = as_dtype(buffers[i] * c["keep"] + g * c["add"], dtype)
-                new_buffers.append(b)
-                g = g + momentum * b if nesterov else b
-            updates.append(as_dtype(g * -c["lr"], dtype))
-        new_state = SgdState(
+        scalars = {
+            "maximize": state.maximize,
+            "nesterov": state.nesterov,
+            "decay": weight_decay != 0,
+            "weight_decay": h["weight_decay"],
+            "momentum": h["momentum"],
+            # The first update starts the buffer at g; later ones decay it: b = keep * b + add * g.
+            "keep": torch.where(first, 0.0, h["momentum"]),
+            "add": torch.where(first, 1.0, 1.0 - h["dampening"]),
+            "lr": step_lr,
+        }
+        trees = (grads, params if weight_decay != 0 else None, state.momentum_buffer)
+        updates, buffer = leafwise(_kernel, trees, scalars, outputs=(True, momentum != 0))
+        new_state = attrs.evolve(
+            state,
             count=state.count + 1,
-            momentum_buffer=_treeutil.unflatten(spec, new_buffers) if momentum != 0 else None,
+            hyperparams=Params({**h, "lr": step_lr}),
+            momentum_buffer=buffer,
         )
-        return _treeutil.unflatten(spec, updates), new_state
+        return updates, new_state
 
     return GradientTransformation(init, update)

@@ -1,0 +1,72 @@
+"""The leafwise driver every elementwise rule runs through: one kernel, applied per leaf (or per flat buffer)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .. import _treeutil
+from .._params import Params
+
+__all__ = ["hyperparams", "leafwise", "zeros_like"]
+
+Kernel = Callable[..., Sequence[torch.Tensor | None]]
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
+
+
+def leafwise(
+    kernel: Kernel,
+    trees: Sequence[Any | None],
+    scalars: Mapping[str, torch.Tensor | float],
+    outputs: Sequence[bool],
+) -> list[Any | None]:
+    """Apply `kernel(*tensors, s)` to corresponding leaves of `trees`; return one tree per output.
+
+    `trees` share a structure (the caller checked it); a None tree passes None to the
+    kernel at every leaf. `outputs` says, per kernel output, whether it is a tree
+    (True) or always None (False: the kernel returns None there). `s` is `scalars`
+    with every tensor cast to the leaf's compute dtype (float64 for float64,
+    float32 otherwise): multiplying an n-d tensor by a float64 0-d tensor would cast
+    it that way anyway, and the explicit cast keeps 0-d leaves, where 0-d operands
+    promote, in their own dtype. Outputs are cast back to the first tree's leaf dtype.
+    """
+    first_index = next(i for i, t in enumerate(trees) if t is not None)
+    spec = _treeutil.structure(trees[first_index])
+    columns = [_treeutil.flatten(t)[0] if t is not None else None for t in trees]
+    n_leaves = spec.num_leaves
+    first = columns[first_index]
+    cast: dict[torch.dtype, dict[str, Any]] = {}
+    results_by_output: list[list[torch.Tensor]] = [[] for _ in outputs]
+    for i in range(n_leaves):
+        dtype = first[i].dtype
+        s = cast.get(dtype)
+        if s is None:
+            compute = _compute_dtype(dtype)
+            s = cast[dtype] = {
+                k: v.to(compute) if isinstance(v, torch.Tensor) else v for k, v in scalars.items()
+            }
+        results = kernel(*(col[i] if col is not None else None for col in columns), s)
+        for present, out, result in zip(outputs, results_by_output, results, strict=True):
+            if present:
+                out.append(result if result.dtype == dtype else result.to(dtype))
+    return [
+        _treeutil.unflatten(spec, out) if present else None
+        for present, out in zip(outputs, results_by_output, strict=True)
+    ]
+
+
+def zeros_like(params: Any) -> Any:
+    """A params-shaped tree of zeros (a rule's initial moment buffers)."""
+    return _treeutil.tree_map(torch.zeros_like, params)
+
+
+def hyperparams(**values: float) -> Params:
+    """Hyperparameters as float64 0-d CPU tensors: readable, settable with `pn.tree.set`, never recompiling."""
+    return Params(
+        {name: torch.tensor(float(value), dtype=torch.float64) for name, value in values.items()}
+    )
