@@ -17,6 +17,8 @@ from ._grad import grad as grad
 from ._grad import loss as loss
 from ._grad import value_and_grad as value_and_grad
 from ._guard import check_unmodified as check_unmodified
+from ._jit import Jitted as Jitted
+from ._jit import jit as jit
 from ._params import Params as Params
 from ._step import apply_updates as apply_updates
 from ._step import step as step

@@ -10,6 +10,10 @@ import torch
 import torch.func
 
 from ._errors import ShapeError
+from ._packed import Packed, buffers, common_layout
+from ._params import Params
+from ._packed import Packed, buffers, common_layout
+from ._params import Params
 
 __all__ = ["grad", "loss", "value_and_grad"]
 
@@ -92,8 +96,8 @@ def grad(
         >>> grads = pn.grad(loss_fn)(params, x, y)
         >>> g_params, g_x = pn.grad(loss_fn, argnums=(0, 1))(params, x, y)
     """
-    return torch.func.grad(
-        _checked_scalar(fn, has_aux, "pn.grad"), argnums=argnums, has_aux=has_aux
+    return _through_buffers(
+        torch.func.grad, _checked_scalar(fn, has_aux, "pn.grad"), argnums, has_aux
     )
 
 
@@ -105,8 +109,11 @@ def value_and_grad(
     Example:
         >>> value, grads = pn.value_and_grad(loss_fn)(params, x, y)
     """
-    inner = torch.func.grad_and_value(
-        _checked_scalar(fn, has_aux, "pn.value_and_grad"), argnums=argnums, has_aux=has_aux
+    inner = _through_buffers(
+        torch.func.grad_and_value,
+        _checked_scalar(fn, has_aux, "pn.value_and_grad"),
+        argnums,
+        has_aux,
     )
 
     @functools.wraps(fn)
@@ -115,3 +122,51 @@ def value_and_grad(
         return value, grads
 
     return value_and_grad_fn
+
+
+def _through_buffers(
+    transform: Callable[..., Any],
+    fn: Callable[..., Any],
+    argnums: int | tuple[int, ...],
+    has_aux: bool,
+) -> Callable[..., Any]:
+    """`transform(fn, argnums)` that differentiates packed Params arguments through their flat buffers.
+
+    The gradient of a packed argument then comes out packed with the same layout, so
+    an update rule runs on a few flat buffers instead of on every leaf.
+    """
+    plain = transform(fn, argnums=argnums, has_aux=has_aux)
+    positions = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    bare = transform is torch.func.grad and not has_aux  # returns grads alone, not a tuple
+
+    @functools.wraps(fn)
+    def differentiated(*args: Any, **kwargs: Any) -> Any:
+        layouts = {i: common_layout([args[i]]) for i in positions if i < len(args)}
+        if all(layout is None for layout in layouts.values()):
+            return plain(*args, **kwargs)
+
+        def on_buffers(*flat_args: Any, **kw: Any) -> Any:
+            rebuilt = list(flat_args)
+            for i, layout in layouts.items():
+                if layout is not None:
+                    rebuilt[i] = Params._from_packed(Packed(layout, tuple(flat_args[i])))
+            return fn(*rebuilt, **kw)
+
+        flat = list(args)
+        for i, layout in layouts.items():
+            if layout is not None:
+                flat[i] = buffers(args[i])
+        out = transform(on_buffers, argnums=argnums, has_aux=has_aux)(*flat, **kwargs)
+        grads = out if bare else out[0]
+
+        def repack(i: int, g: Any) -> Any:
+            layout = layouts.get(i)
+            return Params._from_packed(Packed(layout, tuple(g))) if layout is not None else g
+
+        if isinstance(argnums, int):
+            grads = repack(argnums, grads)
+        else:
+            grads = tuple(repack(i, g) for i, g in zip(positions, grads, strict=True))
+        return grads if bare else (grads, *out[1:])
+
+    return differentiated

@@ -8,6 +8,7 @@ import attrs
 import optree
 import torch.utils._pytree as torch_pytree
 
+from ._errors import DonatedError
 from ._guard import record_versions
 from ._repr import tree_repr
 from ._treeutil import NAMESPACE
@@ -37,14 +38,24 @@ def node(cls: T) -> T:
     """
     user_post_init = cls.__dict__.get("__attrs_post_init__")
 
-    def __attrs_post_init__(self: Any) -> None:
-        if user_post_init is not None:
-            user_post_init(self)
-        object.__setattr__(self, "_pn_versions", record_versions(getattr(self, n) for n in dynamic))
+    def __getattr__(self: Any, name: str) -> Any:
+        # Only reached for missing attributes: after `_kill`, every field is missing.
+        dead = self.__dict__.get("_pn_dead")
+        if dead is not None:
+            raise DonatedError(dead)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
-    cls.__attrs_post_init__ = __attrs_post_init__  # type: ignore[attr-defined]
+    def _kill(self: Any, message: str) -> None:
+        self.__dict__.clear()
+        object.__setattr__(self, "_pn_dead", message)
+
+    cls.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    cls._kill = _kill  # type: ignore[attr-defined]
     cls.__repr__ = lambda self: tree_repr(type(self).__name__, self)  # type: ignore[assignment]
-    frozen = attrs.frozen(eq=False, slots=False, repr=False)(cls)
+    # attrs' generated frozen __init__ binds object.__setattr__ in a way torch.compile cannot
+    # trace; states are built inside compiled steps, so the __init__ is written out here.
+    frozen = attrs.frozen(eq=False, slots=False, repr=False, init=False)(cls)
+    frozen.__init__ = _make_init(frozen, user_post_init)  # type: ignore[misc]
     fields = attrs.fields(frozen)
     dynamic = tuple(f.name for f in fields if not f.metadata.get("static", False))
     static = tuple(f.name for f in fields if f.metadata.get("static", False))
@@ -65,6 +76,8 @@ def node(cls: T) -> T:
         return obj
 
     frozen._pn_children = children  # type: ignore[attr-defined]
+    frozen._pn_unflatten = staticmethod(unflatten)  # type: ignore[attr-defined]
+    frozen._pn_flatten = staticmethod(flatten)  # type: ignore[attr-defined]
     optree.register_pytree_node(frozen, flatten, unflatten, namespace=NAMESPACE)
 
     # torch's pytree treats None as a leaf where optree sees an empty node: keep None
@@ -94,3 +107,43 @@ def node(cls: T) -> T:
         flatten_with_keys_fn=torch_flatten_with_keys,
     )
     return frozen
+
+
+def _make_init(cls: type, user_post_init: Any) -> Any:
+    # Plain tuples only in the closure: torch.compile cannot wrap attrs' field objects.
+    fields = attrs.fields(cls)
+    names = tuple(f.name for f in fields)
+    dynamic = tuple(f.name for f in fields if not f.metadata.get("static", False))
+    defaults = {
+        f.name: (True, f.default.factory)
+        if isinstance(f.default, attrs.Factory)
+        else (False, f.default)  # type: ignore[arg-type]
+        for f in fields
+        if f.default is not attrs.NOTHING
+    }
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(names):
+            raise TypeError(
+                f"{cls.__name__}() takes {len(names)} fields, got {len(args)} positional arguments"
+            )
+        values = dict(zip(names, args, strict=False))
+        for name in names[len(args) :]:
+            if name in kwargs:
+                values[name] = kwargs.pop(name)
+            elif name in defaults:
+                is_factory, default = defaults[name]
+                values[name] = default() if is_factory else default
+            else:
+                raise TypeError(f"{cls.__name__}() missing field {name!r}")
+        if kwargs:
+            raise TypeError(
+                f"{cls.__name__}() got unexpected fields {sorted(kwargs)}; its fields are {list(names)}"
+            )
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        if user_post_init is not None:
+            user_post_init(self)
+        object.__setattr__(self, "_pn_versions", record_versions(getattr(self, n) for n in dynamic))
+
+    return __init__

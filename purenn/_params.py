@@ -9,7 +9,9 @@ import optree
 import torch
 import torch.utils._pytree as torch_pytree
 
+from ._errors import DonatedError
 from ._guard import record_versions
+from ._packed import Packed
 from ._repr import tree_repr
 from ._treeutil import NAMESPACE, flatten_with_paths
 
@@ -40,8 +42,10 @@ class Params(Mapping[str, Any]):
         ['w', 'sub.b']
     """
 
-    __slots__ = ("_data", "_pn_versions")
-    _data: dict[str, Any]
+    __slots__ = ("_items", "_packed", "_pn_dead", "_pn_versions")
+    _items: dict[str, Any] | None
+    _packed: Packed | None
+    _pn_dead: str | None
     _pn_versions: tuple[int | None, ...]
 
     def __init__(self, mapping: Mapping[str, Any] | None = None, /) -> None:
@@ -64,6 +68,32 @@ class Params(Mapping[str, Any]):
         self = object.__new__(cls)
         _init(self, dict(zip(keys, values, strict=True)))
         return self
+
+    @classmethod
+    def _from_packed(cls, packed: Packed) -> Params:
+        """A Params backed by flat buffers; leaves become views on first access."""
+        self = object.__new__(cls)
+        object.__setattr__(self, "_items", None)
+        object.__setattr__(self, "_packed", packed)
+        object.__setattr__(self, "_pn_dead", None)
+        object.__setattr__(self, "_pn_versions", record_versions(packed.buffers))
+        return self
+
+    @property
+    def _data(self) -> dict[str, Any]:
+        items = self._items
+        if items is None:
+            if self._pn_dead is not None:
+                raise DonatedError(self._pn_dead)
+            items = self._packed.unflatten()._items
+            object.__setattr__(self, "_items", items)
+        return items
+
+    def _kill(self, message: str) -> None:
+        """Mark this tree as consumed by a donating call: every later use raises DonatedError(message)."""
+        object.__setattr__(self, "_items", None)
+        object.__setattr__(self, "_packed", None)
+        object.__setattr__(self, "_pn_dead", message)
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Any]) -> Params:
@@ -151,6 +181,8 @@ class Params(Mapping[str, Any]):
         return (Params._unchecked, (tuple(self._data), tuple(self._data.values())))
 
     def _pn_children(self) -> list[tuple[str, Any]]:
+        if self._packed is not None:  # the guard watches the buffers, which every leaf views
+            return [(f"<packed {b.dtype} {b.device} buffer>", b) for b in self._packed.buffers]
         return list(self._data.items())
 
     def __repr__(self) -> str:
@@ -158,7 +190,9 @@ class Params(Mapping[str, Any]):
 
 
 def _init(self: Params, data: dict[str, Any]) -> None:
-    object.__setattr__(self, "_data", data)
+    object.__setattr__(self, "_items", data)
+    object.__setattr__(self, "_packed", None)
+    object.__setattr__(self, "_pn_dead", None)
     object.__setattr__(self, "_pn_versions", record_versions(data.values()))
 
 
@@ -205,6 +239,11 @@ def _unflatten(keys: tuple[str, ...], children: Any) -> Params:
     return Params._unchecked(keys, children)
 
 
+Params._pn_unflatten = staticmethod(_unflatten)
+Params._pn_flatten = staticmethod(_flatten)
+Params._pn_from_buffers = staticmethod(
+    lambda layout, buffers: Params._from_packed(Packed(layout, buffers))
+)
 optree.register_pytree_node(Params, _flatten, _unflatten, namespace=NAMESPACE)
 torch_pytree.register_pytree_node(
     Params,

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from . import _treeutil
 from ._errors import ShapeError
 from ._guard import debug_check
+from ._packed import Packed, buffers, common_layout
+from ._params import Params
 from .optim import GradientTransformation
 
 __all__ = ["apply_updates", "step"]
@@ -24,6 +28,14 @@ def apply_updates(params: Any, updates: Any) -> Any:
         >>> params = pn.apply_updates(params, updates)
     """
     debug_check(params=params, updates=updates)
+    layout = common_layout([params, updates])
+    if layout is not None:  # one add per flat buffer
+        return Params._from_packed(
+            Packed(
+                layout,
+                tuple(_add(p, u) for p, u in zip(buffers(params), buffers(updates), strict=True)),
+            )
+        )
     paths, p_leaves, spec = _treeutil.flatten_with_paths(params)
     _treeutil.check_same_structure(params, [updates], ["params", "updates"])
     new = []
@@ -32,9 +44,13 @@ def apply_updates(params: Any, updates: Any) -> Any:
             raise ShapeError(
                 f"apply_updates: update '{path}' has shape {tuple(u.shape)} but the param has {tuple(p.shape)}"
             )
-        out = p + u
-        new.append(out if out.dtype == p.dtype else out.to(p.dtype))
+        new.append(_add(p, u))
     return _treeutil.unflatten(spec, new)
+
+
+def _add(p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    out = p + u
+    return out if out.dtype == p.dtype else out.to(p.dtype)
 
 
 def step(opt: Any, params: Any, grads: Any, opt_state: Any) -> tuple[Any, Any]:

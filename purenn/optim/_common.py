@@ -10,6 +10,7 @@ import torch
 from .. import _treeutil
 from .._errors import ShapeError, TreeMismatchError
 from .._guard import debug_check
+from .._packed import common_layout
 from .._treeutil import PyTreeSpec
 
 __all__ = [
@@ -82,15 +83,14 @@ def float_leaves(rule: str, params: Any) -> tuple[list[str], list[torch.Tensor],
     return paths, leaves, spec
 
 
-def check_update_args(
-    rule: str, grads: Any, state: Any, params: Any, like: Any
-) -> tuple[list[str], list[torch.Tensor], PyTreeSpec]:
+def check_update_args(rule: str, grads: Any, state: Any, params: Any, like: Any) -> None:
     """Check `grads` (and `params` if given) against `like`, a params-shaped part of `state`.
 
-    Returns the paths, leaves and structure of `grads`. Raises TreeMismatchError or
-    ShapeError naming the first offending path.
+    Raises TreeMismatchError or ShapeError naming the first offending path.
     """
     debug_check(grads=grads, state=state, params=params)
+    if common_layout([grads, like, params]) is not None:
+        return  # equal layouts: same structure, shapes, dtypes and devices, leaf for leaf
     paths, leaves, spec = _treeutil.flatten_with_paths(grads)
     like_spec = _treeutil.structure(like)
     if spec != like_spec:
@@ -112,7 +112,6 @@ def check_update_args(
         params_spec = _treeutil.structure(params)
         if params_spec != spec:
             raise _treeutil.mismatch_error(spec, params_spec, "grads", "params")
-    return paths, leaves, spec
 
 
 def require_params(rule: str, params: Any) -> None:

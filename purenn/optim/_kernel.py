@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .. import _treeutil
+from .._packed import Layout, Packed, buffers, common_layout
 from .._params import Params
 
 __all__ = ["hyperparams", "leafwise", "zeros_like"]
@@ -35,6 +36,9 @@ def leafwise(
     it that way anyway, and the explicit cast keeps 0-d leaves, where 0-d operands
     promote, in their own dtype. Outputs are cast back to the first tree's leaf dtype.
     """
+    layout = common_layout(trees)
+    if layout is not None:
+        return _leafwise_packed(kernel, trees, scalars, outputs, layout)
     first_index = next(i for i, t in enumerate(trees) if t is not None)
     spec = _treeutil.structure(trees[first_index])
     columns = [_treeutil.flatten(t)[0] if t is not None else None for t in trees]
@@ -60,8 +64,39 @@ def leafwise(
     ]
 
 
+def _cast(scalars: Mapping[str, torch.Tensor | float], dtype: torch.dtype) -> dict[str, Any]:
+    compute = _compute_dtype(dtype)
+    return {k: v.to(compute) if isinstance(v, torch.Tensor) else v for k, v in scalars.items()}
+
+
+def _leafwise_packed(
+    kernel: Kernel,
+    trees: Sequence[Any | None],
+    scalars: Mapping[str, torch.Tensor | float],
+    outputs: Sequence[bool],
+    layout: Layout,
+) -> list[Any | None]:
+    """The same kernel once per flat buffer: one loop however many leaves the trees have."""
+    per_output: list[list[torch.Tensor]] = [[] for _ in outputs]
+    for group, (dtype, _, _) in enumerate(layout.groups):
+        results = kernel(
+            *(buffers(t)[group] if t is not None else None for t in trees), _cast(scalars, dtype)
+        )
+        for present, out, result in zip(outputs, per_output, results, strict=True):
+            if present:
+                out.append(result if result.dtype == dtype else result.to(dtype))
+    return [
+        Params._from_packed(Packed(layout, tuple(out))) if present else None
+        for present, out in zip(outputs, per_output, strict=True)
+    ]
+
+
 def zeros_like(params: Any) -> Any:
-    """A params-shaped tree of zeros (a rule's initial moment buffers)."""
+    """A params-shaped tree of zeros (a rule's initial moment buffers); packed if `params` is."""
+    if common_layout([params]) is not None:
+        return Params._from_packed(
+            Packed(params._packed.layout, tuple(torch.zeros_like(b) for b in buffers(params)))
+        )
     return _treeutil.tree_map(torch.zeros_like, params)
 
 

@@ -1,5 +1,6 @@
 """`pn.tree`: functions over purenn trees (Params, states, and any optree-compatible nesting)."""
 
+from .._donation import pack as pack
 from .._node import node as node
 from ._basic import flatten as flatten
 from ._basic import leaves as leaves
@@ -30,6 +31,7 @@ __all__ = [
     "leaves",
     "map",
     "node",
+    "pack",
     "paths",
     "scale",
     "set",

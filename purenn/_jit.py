@@ -1,0 +1,239 @@
+"""`pn.jit`: torch.compile over flattened leaves, with buffer donation (outputs written into donated inputs)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from . import _rebuild
+from ._config import config
+from ._donation import check_aliasing, check_alive, kill, pack_large
+
+__all__ = ["Jitted", "jit"]
+
+_DEAD = (
+    "{arg} was donated to {fn} (call {call}), which wrote its results into this tree's buffers; "
+    "the tree is no longer usable. Use the value that call returned, or pass a copy "
+    "(pn.tree.map(torch.clone, tree)) if you need to keep it."
+)
+
+
+class Jitted:
+    """A function compiled by `pn.jit`; call it like the original. See `pn.jit`.
+
+    It keeps a cache of compiled variants, one per argument structure (and static
+    leaf values), and counts its calls for error messages.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        donate_argnums: tuple[int, ...],
+        compile: bool | None,
+        options: dict[str, Any],
+    ) -> None:
+        self.fn = fn
+        self.donate_argnums = donate_argnums
+        self._compile = compile
+        self._options = {"dynamic": False, **options}
+        self._name = getattr(fn, "__qualname__", type(fn).__name__)
+        try:
+            self._arg_names = list(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            self._arg_names = []
+        self._cache: dict[Any, Callable[..., Any]] = {}
+        self._calls = 0
+        functools.update_wrapper(self, fn)
+
+    @property
+    def cache_size(self) -> int:
+        """How many variants have been built (one per distinct argument structure)."""
+        return len(self._cache)
+
+    def _arg(self, i: int) -> str:
+        name = self._arg_names[i] if i < len(self._arg_names) else None
+        return f"argument {i} ({name})" if name else f"argument {i}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._calls += 1
+        for i, arg in enumerate(args):
+            check_alive(arg, f"{self._name}: {self._arg(i)}")
+        for name, arg in kwargs.items():
+            check_alive(arg, f"{self._name}: keyword argument {name!r}")
+        for i in self.donate_argnums:
+            if i >= len(args):
+                raise TypeError(
+                    f"pn.jit({self._name}): donate_argnums has {i}, but the call passed {len(args)} positional "
+                    "arguments (donated arguments must be passed positionally)"
+                )
+        donated = set(self.donate_argnums)
+        flat = [_rebuild.flatten(a, self._arg(i)) for i, a in enumerate(args)]
+        kw_flat = _rebuild.flatten(kwargs, "keyword")
+        if donated:
+            self._check_donation(flat, kw_flat, donated)
+            originals = args
+            # First call: move donated Params into flat buffers (one copy); from then on they arrive packed.
+            args = tuple(pack_large(a) if i in donated else a for i, a in enumerate(args))
+            flat = [
+                _rebuild.flatten(a, self._arg(i)) if i in donated else f
+                for i, (a, f) in enumerate(zip(args, flat, strict=True))
+            ]
+
+        key = (tuple(f[0] for f in flat), kw_flat[0])
+        entry = self._cache.get(key)
+        if entry is None:
+            donated_positions, donated_paths, start = [], [], 0
+            for i, f in enumerate(flat):
+                if i in donated:
+                    donated_positions.extend(range(start, start + len(f[1])))
+                    donated_paths.extend(f[2])
+                start += len(f[1])
+            entry = self._cache[key] = self._build(key, tuple(donated_positions), donated_paths)
+        out_desc, out_tensors = entry(*(t for f in flat for t in f[1]), *kw_flat[1])
+        out = _rebuild.build(out_desc, iter(out_tensors))
+        for i in donated:
+            message = _DEAD.format(arg=self._arg(i), fn=self._name, call=self._calls)
+            kill(originals[i], message)
+            kill(args[i], message)
+        return out
+
+    def _check_donation(self, flat: list[Any], kw_flat: Any, donated: set[int]) -> None:
+        donated_leaves = [
+            (p, t) for i in sorted(donated) for p, t in zip(flat[i][2], flat[i][1], strict=True)
+        ]
+        kept = [
+            (p, t)
+            for i, f in enumerate(flat)
+            if i not in donated
+            for p, t in zip(f[2], f[1], strict=True)
+        ]
+        kept += list(zip(kw_flat[2], kw_flat[1], strict=True))
+        check_aliasing(donated_leaves, kept, f"pn.jit({self._name})")
+        for path, t in donated_leaves:
+            if t.requires_grad:
+                raise ValueError(
+                    f"pn.jit({self._name}): donated input '{path}' requires grad; a buffer that autograd may "
+                    "still need cannot be overwritten. Detach it, or do not donate it."
+                )
+
+    def _build(
+        self, key: Any, donated_positions: tuple[int, ...], donated_paths: list[str]
+    ) -> Callable[..., Any]:
+        """The function of flat tensors: `(output description, output tensors)`, compiled unless disabled."""
+        arg_descs, kw_desc = key
+        fn, name = self.fn, self._name
+        warned: list[bool] = []
+
+        def flat_fn(*tensors: torch.Tensor) -> tuple[Any, tuple[Any, ...]]:
+            leaves = iter(tensors)
+            args = [_rebuild.build(desc, leaves) for desc in arg_descs]
+            out = fn(*args, **_rebuild.build(kw_desc, leaves))
+            # The description is made of constants; returning it (rather than storing it in a
+            # closure) keeps torch.compile from guarding on it and recompiling.
+            desc, results, _ = _rebuild.flatten(out, "output")
+            if donated_positions:
+                results = _write_into(
+                    results, [tensors[i] for i in donated_positions], donated_paths, name, warned
+                )
+            return desc, tuple(results)
+
+        use_compile = config.jit if self._compile is None else self._compile
+        return torch.compile(flat_fn, **self._options) if use_compile else flat_fn
+
+
+def _write_into(
+    results: list[torch.Tensor],
+    donated: list[torch.Tensor],
+    paths: list[str],
+    name: str,
+    warned: list[bool],
+) -> list[torch.Tensor]:
+    """Write each result into the first unused donated buffer of its shape, dtype and device."""
+    free = list(range(len(donated)))
+    written = []
+    with torch.no_grad():
+        for result in results:
+            match = next((j for j in free if _same_kind(donated[j], result)), None)
+            if match is None:
+                written.append(result)
+                continue
+            free.remove(match)
+            target = donated[match]
+            if result is not target:
+                target.copy_(result)
+            written.append(target)
+    unused = [paths[j] for j in free if donated[j].numel() > 0]
+    if unused and not warned:
+        warned.append(True)
+        warnings.warn(
+            f"pn.jit({name}): no output matches the shape, dtype and device of donated {unused}; "
+            "their buffers were not reused",
+            stacklevel=4,
+        )
+    return written
+
+
+def _same_kind(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+
+
+def jit(
+    fn: Callable[..., Any] | None = None,
+    *,
+    donate_argnums: int | Sequence[int] = (),
+    compile: bool | None = None,
+    **compile_options: Any,
+) -> Any:
+    """Compile a pure function of purenn trees with `torch.compile`, optionally donating arguments.
+
+    Arguments are flattened into tensors (a packed Params counts as its few flat
+    buffers), so the compiled graph sees tensors only; non-tensor leaves are
+    compiled in as constants (pass changing numbers as tensors). One compilation
+    per argument structure; later calls with same-shaped inputs reuse it, and
+    inductor's on-disk cache makes a new process's first call cheap.
+
+    Donation: for each argument in `donate_argnums`, the outputs are written into
+    its buffers instead of new memory, so a training step needs no second copy
+    of params or optimizer state. On the first call donated Params are packed into
+    flat buffers (one copy); from the second call on every output leaf has the
+    `data_ptr` of the donated leaf it replaces. After the call the donated
+    argument objects are dead: any use raises `pn.DonatedError`. Tensors taken out
+    of a donated tree earlier now see the new values.
+
+    Args:
+        fn: the pure function (also usable as `@pn.jit(donate_argnums=...)`).
+        donate_argnums: positions of the arguments to donate.
+        compile: False runs eagerly with the same semantics (donation included);
+            None follows `pn.config.jit`.
+        **compile_options: passed to `torch.compile` (`mode=`, `fullgraph=`, `backend=`...).
+
+    Raises:
+        DonatedError: an argument is a tree consumed by an earlier donating call.
+        ValueError: donated inputs share memory with each other or with another input.
+
+    Example:
+        >>> @pn.jit(donate_argnums=(0, 1))
+        ... def train_step(params, opt_state, x, y):
+        ...     grads = pn.grad(loss_fn)(params, x, y)
+        ...     params, opt_state = pn.step(opt, params, grads, opt_state)
+        ...     return params, opt_state
+        >>> params, opt_state = train_step(params, opt_state, x, y)
+    """
+    donate = (donate_argnums,) if isinstance(donate_argnums, int) else tuple(donate_argnums)
+    for i in donate:
+        if not isinstance(i, int) or isinstance(i, bool) or i < 0:
+            raise ValueError(
+                f"pn.jit: donate_argnums must be non-negative ints, got {donate_argnums!r}"
+            )
+    if len(set(donate)) != len(donate):
+        raise ValueError(f"pn.jit: donate_argnums lists an argument twice: {donate_argnums!r}")
+    if fn is None:
+        return lambda f: Jitted(f, donate, compile, compile_options)
+    if not callable(fn):
+        raise TypeError(f"pn.jit expects a callable, got {type(fn).__name__}")
+    return Jitted(fn, donate, compile, compile_options)

@@ -1,0 +1,115 @@
+"""Packed Params: every leaf a view into one flat buffer per (dtype, device), so updates run as one loop."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import attrs
+import torch
+
+from ._rebuild import build, describe
+from ._treeutil import PyTreeSpec
+
+__all__ = ["Layout", "Packed", "buffers", "common_layout", "layout_of", "pack_leaves"]
+
+
+@attrs.frozen
+class Slot:
+    """Where one leaf lives: buffer `group`, elements `[offset, offset + numel)`, viewed as `shape`."""
+
+    group: int
+    offset: int
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for size in self.shape:
+            n *= size
+        return n
+
+
+@attrs.frozen(cache_hash=True)
+class Layout:
+    """The static part of a packed tree: its structure, each leaf's slot, and each buffer's dtype/device/size.
+
+    Two packed trees with equal layouts hold corresponding leaves at the same places
+    of same-typed buffers, so an elementwise rule can run on the buffers directly.
+    Equality and hashing use `key`, made of plain constants, so that torch.compile
+    can compare layouts inside a graph.
+    """
+
+    key: tuple[Any, ...] = attrs.field(repr=False)
+    treedef: PyTreeSpec = attrs.field(eq=False)
+    slots: tuple[Slot, ...] = attrs.field(eq=False, repr=False)
+    groups: tuple[tuple[torch.dtype, torch.device, int], ...] = attrs.field(eq=False)
+    builder: tuple[Any, ...] = attrs.field(eq=False, repr=False)
+
+    def views(self, buffers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [buffers[s.group][s.offset : s.offset + s.numel].view(s.shape) for s in self.slots]
+
+
+class Packed(NamedTuple):
+    """A packed tree's data: its layout and one 1-d contiguous buffer per layout group.
+
+    A NamedTuple rather than an attrs class so that torch.compile can build it in a graph.
+    """
+
+    layout: Layout
+    buffers: tuple[torch.Tensor, ...]
+
+    def unflatten(self) -> Any:
+        return build(self.layout.builder, iter(self.layout.views(self.buffers)))
+
+
+def layout_of(treedef: PyTreeSpec, leaves: Sequence[torch.Tensor]) -> Layout:
+    """The layout that packs `leaves` (in order) into one buffer per (dtype, device)."""
+    groups: dict[tuple[torch.dtype, torch.device], int] = {}
+    sizes: list[int] = []
+    slots = []
+    for leaf in leaves:
+        key = (leaf.dtype, leaf.device)
+        group = groups.setdefault(key, len(groups))
+        if group == len(sizes):
+            sizes.append(0)
+        slots.append(Slot(group, sizes[group], tuple(leaf.shape)))
+        sizes[group] += leaf.numel()
+    info = tuple((dtype, device, sizes[g]) for (dtype, device), g in groups.items())
+    key = (
+        str(treedef),
+        tuple((s.group, s.offset, s.shape) for s in slots),
+        tuple((str(dtype), str(device), n) for dtype, device, n in info),
+    )
+    return Layout(key, treedef, tuple(slots), info, describe(treedef))
+
+
+def pack_leaves(layout: Layout, leaves: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Copy `leaves` into fresh flat buffers laid out by `layout` (one copy per buffer, via cat)."""
+    per_group: list[list[torch.Tensor]] = [[] for _ in layout.groups]
+    for slot, leaf in zip(layout.slots, leaves, strict=True):
+        per_group[slot.group].append(leaf.detach().reshape(-1))
+    return tuple(
+        torch.cat(parts) if parts else torch.empty(0, dtype=dtype, device=device)
+        for parts, (dtype, device, _) in zip(per_group, layout.groups, strict=True)
+    )
+
+
+def common_layout(trees: Sequence[Any]) -> Layout | None:
+    """The layout all non-None `trees` share if each is a packed Params, else None (use the leaf path)."""
+    layout = None
+    for tree in trees:
+        if tree is None:
+            continue
+        packed = getattr(tree, "_packed", None)
+        if not isinstance(packed, Packed):
+            return None
+        if layout is None:
+            layout = packed.layout
+        elif packed.layout is not layout and packed.layout != layout:
+            return None
+    return layout
+
+
+def buffers(tree: Any) -> tuple[torch.Tensor, ...]:
+    return tree._packed.buffers

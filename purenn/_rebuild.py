@@ -1,0 +1,136 @@
+"""Tree structures as plain Python descriptions, so trees can be rebuilt inside a torch.compile graph.
+
+torch.compile's optree support cannot unflatten with a `PyTreeSpec` made outside the
+graph, so pn.jit and packed Params describe a structure once, outside, and rebuild
+it with ordinary Python inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from ._treeutil import PyTreeSpec
+
+__all__ = ["build", "describe", "flatten"]
+
+LEAF = ("leaf",)
+
+
+def describe(spec: PyTreeSpec) -> tuple[Any, ...]:
+    """A nested-tuple description of `spec` that `build` turns back into a tree."""
+    return spec.walk(range(spec.num_leaves), _describe_node, lambda _: LEAF)
+
+
+def _describe_node(node_type: type, node_data: Any, children: tuple[Any, ...]) -> tuple[Any, ...]:
+    if node_type is type(None):
+        return ("none",)
+    rebuild = getattr(node_type, "_pn_unflatten", None)
+    if rebuild is not None:  # Params and pn.tree.node classes
+        return ("custom", rebuild, node_data, children)
+    if node_type in (tuple, list):
+        return (node_type.__name__, None, children)
+    if node_type is dict:
+        return ("dict", tuple(node_data), children)
+    if issubclass(node_type, tuple) and hasattr(node_type, "_fields"):
+        return ("namedtuple", node_type, children)
+    raise TypeError(
+        f"pn.jit cannot rebuild a {node_type.__name__} node inside a compiled function; use Params, "
+        "pn.tree.node classes, tuples, lists, dicts or namedtuples"
+    )
+
+
+def build(desc: tuple[Any, ...], leaves: Iterator[Any]) -> Any:
+    """The tree described by `desc`, with leaves taken in order from `leaves`."""
+    kind = desc[0]
+    if kind == "leaf":
+        return next(leaves)
+    if kind == "none":
+        return None
+    if kind == "static":
+        return desc[1]
+    if kind == "packed":
+        _, layout, from_buffers = desc
+        return from_buffers(layout, tuple(next(leaves) for _ in layout.groups))
+    if kind == "custom":
+        _, rebuild, data, children = desc
+        return rebuild(data, [build(child, leaves) for child in children])
+    if kind == "namedtuple":
+        return desc[1](*(build(child, leaves) for child in desc[2]))
+    values = [build(child, leaves) for child in desc[2]]
+    if kind == "dict":
+        return dict(zip(desc[1], values, strict=True))
+    return tuple(values) if kind == "tuple" else values
+
+
+def flatten(tree: Any, prefix: str = "") -> tuple[tuple[Any, ...], list[Any], list[str]]:
+    """`(description, tensors, tensor paths)` of `tree`, in plain Python (traceable by torch.compile).
+
+    Packed Params contribute their flat buffers; non-tensor leaves are kept in the
+    description as constants (so they must be hashable). `build(description,
+    iter(tensors))` rebuilds the tree.
+    """
+    tensors: list[Any] = []
+    paths: list[str] = []
+    return _flatten(tree, prefix, tensors, paths), tensors, paths
+
+
+def _join(prefix: str, entry: Any) -> str:
+    return f"{prefix}.{entry}" if prefix else str(entry)
+
+
+def _flatten(tree: Any, prefix: str, tensors: list[Any], paths: list[str]) -> tuple[Any, ...]:
+    if isinstance(tree, torch.Tensor):
+        tensors.append(tree)
+        paths.append(prefix)
+        return LEAF
+    if tree is None:
+        return ("none",)
+    packed = getattr(tree, "_packed", None)
+    if packed is not None:
+        tensors.extend(packed.buffers)
+        paths.extend(_join(prefix, f"<{dtype} buffer>") for dtype, _, _ in packed.layout.groups)
+        return ("packed", packed.layout, type(tree)._pn_from_buffers)
+    flat = getattr(type(tree), "_pn_flatten", None)
+    if flat is not None:  # Params and pn.tree.node classes
+        children, data, entries = flat(tree)
+        return (
+            "custom",
+            type(tree)._pn_unflatten,
+            data,
+            tuple(
+                _flatten(c, _join(prefix, e), tensors, paths)
+                for c, e in zip(children, entries, strict=True)
+            ),
+        )
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return (
+            "namedtuple",
+            type(tree),
+            tuple(
+                _flatten(c, _join(prefix, f), tensors, paths)
+                for c, f in zip(tree, tree._fields, strict=True)
+            ),
+        )
+    if type(tree) in (tuple, list):
+        return (
+            type(tree).__name__,
+            None,
+            tuple(_flatten(c, _join(prefix, i), tensors, paths) for i, c in enumerate(tree)),
+        )
+    if type(tree) is dict:
+        return (
+            "dict",
+            tuple(tree),
+            tuple(_flatten(c, _join(prefix, k), tensors, paths) for k, c in tree.items()),
+        )
+    try:
+        hash(tree)
+    except TypeError:
+        raise TypeError(
+            f"pn.jit: leaf '{prefix}' is a {type(tree).__name__}, neither a tensor nor hashable; non-tensor "
+            "leaves are compiled in as constants and must be hashable"
+        ) from None
+    return ("static", tree)
