@@ -12,8 +12,6 @@ import torch.func
 from ._errors import ShapeError
 from ._packed import Packed, buffers, common_layout
 from ._params import Params
-from ._packed import Packed, buffers, common_layout
-from ._params import Params
 
 __all__ = ["grad", "loss", "value_and_grad"]
 
