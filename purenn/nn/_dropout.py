@@ -7,16 +7,16 @@ from typing import Any
 import attrs
 import torch
 
-from .. import random as pnr
 from .._params import Params
+from . import _keyed_dropout
+from ._checks import probability
 from ._model import Model, layer_name
 
 __all__ = ["Dropout", "dropout"]
 
 
 def _probability(instance: Any, attribute: Any, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {value!r}")
+    probability(value)
 
 
 @attrs.frozen
@@ -43,10 +43,7 @@ class Dropout(Model):
                 "model.apply(params, x, key=key, train=True) with a fresh key each step, "
                 "e.g. key, step_key = pn.random.split(key)"
             )
-        if self.p == 1.0:
-            return torch.zeros_like(x), state
-        keep = pnr.bernoulli(key, 1.0 - self.p, tuple(x.shape))
-        return x * keep.to(x.dtype) / (1.0 - self.p), state
+        return _keyed_dropout.dropout(x, self.p, key), state
 
 
 def dropout(p: float = 0.5) -> Dropout:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -24,8 +24,12 @@ class Model(abc.ABC):
     `init(key)` makes its parameters, `apply(params, x)` runs it as a pure function,
     `init_state()` makes its non-trained state (e.g. BatchNorm running statistics).
     Subclasses implement `init`, `_forward` and, when stateful, `init_state` and
-    `has_state`.
+    `has_state`. A model whose call takes extra keyword arguments (attention masks)
+    names them in `_options` and accepts them as keyword arguments of `_forward`.
     """
+
+    # Extra keyword arguments `apply` forwards to `_forward`; None: any (pn.from_torch models).
+    _options: ClassVar[frozenset[str] | None] = frozenset()
 
     @abc.abstractmethod
     def init(self, key: torch.Tensor) -> Params:
@@ -61,6 +65,7 @@ class Model(abc.ABC):
         key: torch.Tensor | None = None,
         train: bool = False,
         state: Params | None = None,
+        **options: Any,
     ) -> Any:
         """Run the model. Pure: neither `params`, `state` nor `x` is modified.
 
@@ -70,12 +75,15 @@ class Model(abc.ABC):
             key: a PRNG key for randomness in training (dropout); required then.
             train: training mode (dropout active, BatchNorm uses and updates batch statistics).
             state: the model's state from `init_state()`; required for stateful models.
+            **options: extra keyword arguments of models that take them, e.g. the masks of
+                `multi_head_attention`, or the forward arguments of a `pn.from_torch` module.
 
         Returns:
             `y` when `state` is not given; `(y, new_state)` when it is.
 
         Raises:
             StateError: a stateful model called without `state=`.
+            TypeError: an option the model does not take.
             TreeMismatchError / ShapeError: params or input not what the model expects
                 (the message names the layer path).
         """
@@ -95,9 +103,22 @@ class Model(abc.ABC):
             raise TypeError(
                 f"state must be pn.Params (from model.init_state()), got {type(state).__name__}"
             )
+        unknown = [] if self._options is None else sorted(set(options) - self._options)
+        if unknown:
+            takes = ", ".join(f"{name}=" for name in sorted(self._options)) or "no other"
+            raise TypeError(
+                f"{type(self).__name__}.apply got unexpected keyword arguments {unknown}: "
+                f"it takes key=, train=, state= and {takes} keyword arguments"
+            )
         debug_check(params=params, state=state)
         y, new_state = self._forward(
-            params, x, state=EMPTY if state is None else state, key=key, train=train, path=""
+            params,
+            x,
+            state=EMPTY if state is None else state,
+            key=key,
+            train=train,
+            path="",
+            **options,
         )
         return y if state is None else (y, new_state)
 

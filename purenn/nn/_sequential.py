@@ -62,14 +62,13 @@ def wrap(fn: Callable[..., Any], init: Callable[[torch.Tensor], Any] | None = No
     return Wrapped(fn, init)
 
 
-def _as_model(layer: Any, index: int) -> Model:
+def as_model(layer: Any, what: str) -> Model:
+    """`layer` itself if a model, a parameter-free `Wrapped` if a function of x; `what` names it in errors."""
     if isinstance(layer, Model):
         return layer
     if callable(layer):
         return Wrapped(layer)
-    raise TypeError(
-        f"sequential: layer {index} must be a pn.nn model or a function of x, got {type(layer).__name__}"
-    )
+    raise TypeError(f"{what} must be a pn.nn model or a function of x, got {type(layer).__name__}")
 
 
 @attrs.frozen
@@ -81,7 +80,9 @@ class Sequential(Model):
     """
 
     layers: tuple[Model, ...] = attrs.field(
-        converter=lambda layers: tuple(_as_model(layer, i) for i, layer in enumerate(layers))
+        converter=lambda layers: tuple(
+            as_model(layer, f"sequential: layer {i}") for i, layer in enumerate(layers)
+        )
     )
 
     def init(self, key: torch.Tensor) -> Params:
