@@ -2,57 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.func import functional_call
 
 from .._errors import ShapeError, TreeMismatchError
 from .._params import Params
-from ..random._keys import _check_key as check_key
 from ._model import Model
+from ._torch_randomness import concrete_seed, keyed_randomness, seeded_generators
 
 __all__ = ["TorchModel", "from_torch"]
-
-_RANDOM_MODULES = (
-    torch.nn.modules.dropout._DropoutNd,
-    torch.nn.AlphaDropout,
-    torch.nn.FeatureAlphaDropout,
-)
-
-
-def _uses_randomness(module: torch.nn.Module) -> bool:
-    for sub in module.modules():
-        if isinstance(sub, _RANDOM_MODULES) and sub.p > 0:
-            return True
-        if isinstance(sub, torch.nn.MultiheadAttention) and sub.dropout > 0:
-            return True
-    return False
-
-
-def _seed(key: torch.Tensor) -> int:
-    check_key(key)
-    try:
-        hi, lo = (int(word) for word in key.tolist())
-    except RuntimeError as error:
-        raise ValueError(
-            "a model from pn.from_torch draws its randomness (dropout) through torch's RNG, seeded "
-            "from the key, so the key must be a concrete tensor; it cannot vary under torch.func.vmap. "
-            "Use pn.nn layers for per-member dropout keys in an ensemble."
-        ) from error
-    return (hi << 32) | lo
 
 
 class TorchModel(Model):
     """A `torch.nn.Module` run through `torch.func.functional_call` with explicit params and state.
 
-    Holds a private structural copy of the module on the meta device (no real tensors)
-    and the module's buffers at conversion time as the initial state. `apply` never
-    touches the original module.
+    Holds private structural copies of the module on the meta device (no real tensors),
+    one in training and one in evaluation mode, and the module's buffers at conversion
+    time as the initial state. `apply` never touches the original module. Keyword
+    arguments of `apply` beyond `key`, `train` and `state` go to the module's `forward`
+    (e.g. `src_key_padding_mask=` of a TransformerEncoder).
+
+    In training, dropout inside the module draws from the explicit `key` (see
+    `_torch_randomness`): the same key gives the same output, no global RNG is consumed,
+    and `torch.func.vmap` over per-member keys works. `inplace=True` dropout returns a new
+    tensor instead of writing into its input. In evaluation the module runs untouched
+    (torch's fused fast paths included).
     """
 
-    __slots__ = ("_devices", "_initial_state", "_random", "_shapes", "_skeleton")
+    _options: ClassVar[frozenset[str] | None] = None
+
+    __slots__ = ("_devices", "_initial_state", "_shapes", "_skeletons")
 
     def __init__(self, module: torch.nn.Module) -> None:
         if not isinstance(module, torch.nn.Module):
@@ -62,16 +45,16 @@ class TorchModel(Model):
             {str(t.device) for t in (*module.parameters(), *module.buffers())}
         ) or ["cpu"]
         skeleton.to("meta")
-        self._skeleton = skeleton
+        # Two copies, so apply never flips a shared module between train and eval.
+        self._skeletons = {False: skeleton.eval(), True: copy.deepcopy(skeleton).train()}
         self._shapes = {name: (tuple(p.shape), p.dtype) for name, p in module.named_parameters()}
         self._initial_state = Params.from_state_dict(
             {name: b.detach().clone() for name, b in module.named_buffers()}
         )
-        self._random = _uses_randomness(module)
 
     @property
     def module_type(self) -> str:
-        return type(self._skeleton).__name__
+        return type(self._skeletons[False]).__name__
 
     def __repr__(self) -> str:
         return f"pn.from_torch({self.module_type}, {len(self._shapes)} params, {len(self._initial_state)} buffers)"
@@ -92,10 +75,16 @@ class TorchModel(Model):
         Raises:
             ValueError: if a parameter belongs to a module without `reset_parameters`.
         """
-        module = copy.deepcopy(self._skeleton).to_empty(device=self._devices[0])
+        seed = concrete_seed(key)
+        if seed is None:
+            raise ValueError(
+                "a pn.from_torch model initialises through torch's reset_parameters(), seeded "
+                "from the key, so the key must be a concrete tensor: it cannot vary under "
+                "torch.func.vmap. Initialise the members in a loop and pn.tree.stack them."
+            )
+        module = copy.deepcopy(self._skeletons[False]).to_empty(device=self._devices[0])
         covered: set[str] = set()
-        with torch.random.fork_rng(devices=self._cuda_devices()):
-            torch.manual_seed(_seed(key))
+        with seeded_generators(seed, self._cuda_devices()):
             for prefix, sub in module.named_modules():
                 reset = getattr(sub, "reset_parameters", None)
                 if callable(reset):
@@ -153,24 +142,34 @@ class TorchModel(Model):
         return flat
 
     def _forward(
-        self, params: Params, x: Any, *, state: Params, key: Any, train: bool, path: str
+        self,
+        params: Params,
+        x: Any,
+        *,
+        state: Params,
+        key: Any,
+        train: bool,
+        path: str,
+        **forward_kwargs: Any,
     ) -> tuple[Any, Params]:
         tensors = self._check_params(params)
+        # The module may update buffers in place (BatchNorm in training): give it copies.
         buffers = {name: b.clone() for name, b in self._check_state(state).items()}
         args = x if isinstance(x, tuple) else (x,)
-        self._skeleton.train(train)
-        if train and self._random and key is None:
-            raise ValueError(
-                f"this {self.module_type} uses dropout, so training needs a PRNG key: "
-                "model.apply(params, x, key=key, train=True)"
-            )
+        randomness = (
+            keyed_randomness(key, self.module_type, self._cuda_devices())
+            if train
+            else contextlib.nullcontext()
+        )
         try:
-            if train:
-                with torch.random.fork_rng(devices=self._cuda_devices()):
-                    torch.manual_seed(0 if key is None else _seed(key))
-                    y = functional_call(self._skeleton, {**tensors, **buffers}, args, strict=True)
-            else:
-                y = functional_call(self._skeleton, {**tensors, **buffers}, args, strict=True)
+            with randomness:
+                y = functional_call(
+                    self._skeletons[train],
+                    {**tensors, **buffers},
+                    args,
+                    forward_kwargs,
+                    strict=True,
+                )
         except RuntimeError as error:
             if "shape" not in str(error) and "size" not in str(error):
                 raise
@@ -192,11 +191,17 @@ def from_torch(module: torch.nn.Module) -> tuple[TorchModel, Params]:
     running statistics) become `model.init_state()`. `model.apply(params, x)`
     equals `module(x)` for the same values; in training mode with state, the
     buffers the module would update in place are returned as new state instead.
+    `x` may be a tuple of positional inputs; keyword arguments of `apply` other than
+    `key`, `train` and `state` are passed to the module's forward. Dropout in training
+    draws from `key` (required then), so `torch.func.vmap` over keys and stacked params
+    gives independent members.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8))
         >>> model, params = pn.from_torch(net)
         >>> y, state = model.apply(params, torch.randn(16, 4), state=model.init_state(), train=True)
+        >>> encoder, p = pn.from_torch(torch.nn.TransformerEncoder(layer, num_layers=2))
+        >>> y = encoder.apply(p, x, src_key_padding_mask=pad, key=pn.random.key(0), train=True)
     """
     model = TorchModel(module)
     params = Params.from_state_dict(
