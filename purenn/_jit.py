@@ -48,6 +48,7 @@ class Jitted:
             self._arg_names = []
         self._cache: dict[Any, Callable[..., Any]] = {}
         self._calls = 0
+        self._variants = 0
         functools.update_wrapper(self, fn)
 
     @property
@@ -142,6 +143,12 @@ class Jitted:
                 )
             return desc, tuple(results)
 
+        # torch.compile caches (and caps recompiles, 8 by default) per code object; a code
+        # object of its own per variant keeps jitted functions from evicting each other.
+        self._variants += 1
+        flat_fn.__code__ = flat_fn.__code__.replace(
+            co_name=f"{_identifier(name)}_variant{self._variants}"
+        )
         use_compile = config.jit if self._compile is None else self._compile
         return torch.compile(flat_fn, **self._options) if use_compile else flat_fn
 
@@ -176,6 +183,10 @@ def _write_into(
             stacklevel=4,
         )
     return written
+
+
+def _identifier(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
 
 
 def _same_kind(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import attrs
 import torch
 
-from ._rebuild import build, describe
+from ._rebuild import build, describe, flatten
 from ._treeutil import PyTreeSpec
 
 __all__ = ["Layout", "Packed", "buffers", "common_layout", "layout_of", "pack_leaves"]
@@ -88,7 +88,7 @@ def pack_leaves(layout: Layout, leaves: Sequence[torch.Tensor]) -> tuple[torch.T
     """Copy `leaves` into fresh flat buffers laid out by `layout` (one copy per buffer, via cat)."""
     per_group: list[list[torch.Tensor]] = [[] for _ in layout.groups]
     for slot, leaf in zip(layout.slots, leaves, strict=True):
-        per_group[slot.group].append(leaf.detach().reshape(-1))
+        per_group[slot.group].append(leaf.reshape(-1))
     return tuple(
         torch.cat(parts) if parts else torch.empty(0, dtype=dtype, device=device)
         for parts, (dtype, device, _) in zip(per_group, layout.groups, strict=True)
@@ -113,3 +113,48 @@ def common_layout(trees: Sequence[Any]) -> Layout | None:
 
 def buffers(tree: Any) -> tuple[torch.Tensor, ...]:
     return tree._packed.buffers
+
+
+def align(trees: Sequence[Any]) -> tuple[Layout, list[tuple[torch.Tensor, ...] | None]] | None:
+    """A shared layout and each tree's buffers, packing unpacked trees that fit; None if none is packed.
+
+    An unpacked tree fits when it has the layout's structure and each leaf the
+    slot's shape, dtype and device (e.g. gradients passed in unpacked beside
+    packed params). It is packed by one `cat` per buffer, which inductor fuses into
+    the consumer. Returns None (use the per-leaf path) if no tree is packed or
+    one does not fit.
+    """
+    layout = next(
+        (t._packed.layout for t in trees if isinstance(getattr(t, "_packed", None), Packed)), None
+    )
+    if layout is None:
+        return None
+    result: list[tuple[torch.Tensor, ...] | None] = []
+    for tree in trees:
+        if tree is None:
+            result.append(None)
+            continue
+        packed = getattr(tree, "_packed", None)
+        if isinstance(packed, Packed):
+            if packed.layout is not layout and packed.layout != layout:
+                return None
+            result.append(packed.buffers)
+            continue
+        desc, leaves, _ = flatten(tree)
+        if desc != layout.builder or not _fits(layout, leaves):
+            return None
+        result.append(pack_leaves(layout, leaves))
+    return layout, result
+
+
+def _fits(layout: Layout, leaves: Sequence[Any]) -> bool:
+    for slot, leaf in zip(layout.slots, leaves, strict=True):
+        dtype, device, _ = layout.groups[slot.group]
+        if (
+            not isinstance(leaf, torch.Tensor)
+            or tuple(leaf.shape) != slot.shape
+            or leaf.dtype != dtype
+            or leaf.device != device
+        ):
+            return False
+    return True

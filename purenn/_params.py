@@ -12,6 +12,7 @@ import torch.utils._pytree as torch_pytree
 from ._errors import DonatedError
 from ._guard import record_versions
 from ._packed import Packed
+from ._rebuild import buffer_name
 from ._repr import tree_repr
 from ._treeutil import NAMESPACE, flatten_with_paths
 
@@ -182,7 +183,7 @@ class Params(Mapping[str, Any]):
 
     def _pn_children(self) -> list[tuple[str, Any]]:
         if self._packed is not None:  # the guard watches the buffers, which every leaf views
-            return [(f"<packed {b.dtype} {b.device} buffer>", b) for b in self._packed.buffers]
+            return [(buffer_name(b.dtype, b.device), b) for b in self._packed.buffers]
         return list(self._data.items())
 
     def __repr__(self) -> str:

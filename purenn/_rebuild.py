@@ -91,7 +91,9 @@ def _flatten(tree: Any, prefix: str, tensors: list[Any], paths: list[str]) -> tu
     packed = getattr(tree, "_packed", None)
     if packed is not None:
         tensors.extend(packed.buffers)
-        paths.extend(_join(prefix, f"<{dtype} buffer>") for dtype, _, _ in packed.layout.groups)
+        paths.extend(
+            _join(prefix, buffer_name(dtype, device)) for dtype, device, _ in packed.layout.groups
+        )
         return ("packed", packed.layout, type(tree)._pn_from_buffers)
     flat = getattr(type(tree), "_pn_flatten", None)
     if flat is not None:  # Params and pn.tree.node classes
@@ -134,3 +136,8 @@ def _flatten(tree: Any, prefix: str, tensors: list[Any], paths: list[str]) -> tu
             "leaves are compiled in as constants and must be hashable"
         ) from None
     return ("static", tree)
+
+
+def buffer_name(dtype: Any, device: Any) -> str:
+    """How paths name a packed tree's flat buffer: `<packed float32 cpu buffer>`."""
+    return f"<packed {str(dtype).removeprefix('torch.')} {device} buffer>"

@@ -9,7 +9,7 @@ import torch
 from . import _treeutil
 from ._errors import ShapeError
 from ._guard import debug_check
-from ._packed import Packed, buffers, common_layout
+from ._packed import Packed, align
 from ._params import Params
 from .optim import GradientTransformation
 
@@ -28,14 +28,11 @@ def apply_updates(params: Any, updates: Any) -> Any:
         >>> params = pn.apply_updates(params, updates)
     """
     debug_check(params=params, updates=updates)
-    layout = common_layout([params, updates])
-    if layout is not None:  # one add per flat buffer
-        return Params._from_packed(
-            Packed(
-                layout,
-                tuple(_add(p, u) for p, u in zip(buffers(params), buffers(updates), strict=True)),
-            )
-        )
+    aligned = align([params, updates]) if isinstance(params, Params) else None
+    if aligned is not None:  # one add per flat buffer
+        layout, (p_buffers, u_buffers) = aligned
+        added = tuple(_add(p, u) for p, u in zip(p_buffers, u_buffers, strict=True))
+        return Params._from_packed(Packed(layout, added))
     paths, p_leaves, spec = _treeutil.flatten_with_paths(params)
     _treeutil.check_same_structure(params, [updates], ["params", "updates"])
     new = []

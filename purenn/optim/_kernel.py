@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .. import _treeutil
-from .._packed import Layout, Packed, buffers, common_layout
+from .._packed import Layout, Packed, align, buffers, common_layout
 from .._params import Params
 
 __all__ = ["hyperparams", "leafwise", "zeros_like"]
@@ -36,9 +36,9 @@ def leafwise(
     it that way anyway, and the explicit cast keeps 0-d leaves, where 0-d operands
     promote, in their own dtype. Outputs are cast back to the first tree's leaf dtype.
     """
-    layout = common_layout(trees)
-    if layout is not None:
-        return _leafwise_packed(kernel, trees, scalars, outputs, layout)
+    aligned = align(trees)
+    if aligned is not None:
+        return _leafwise_packed(kernel, *aligned, scalars, outputs)
     first_index = next(i for i, t in enumerate(trees) if t is not None)
     spec = _treeutil.structure(trees[first_index])
     columns = [_treeutil.flatten(t)[0] if t is not None else None for t in trees]
@@ -71,16 +71,16 @@ def _cast(scalars: Mapping[str, torch.Tensor | float], dtype: torch.dtype) -> di
 
 def _leafwise_packed(
     kernel: Kernel,
-    trees: Sequence[Any | None],
+    layout: Layout,
+    tree_buffers: Sequence[tuple[torch.Tensor, ...] | None],
     scalars: Mapping[str, torch.Tensor | float],
     outputs: Sequence[bool],
-    layout: Layout,
 ) -> list[Any | None]:
     """The same kernel once per flat buffer: one loop however many leaves the trees have."""
     per_output: list[list[torch.Tensor]] = [[] for _ in outputs]
     for group, (dtype, _, _) in enumerate(layout.groups):
         results = kernel(
-            *(buffers(t)[group] if t is not None else None for t in trees), _cast(scalars, dtype)
+            *(b[group] if b is not None else None for b in tree_buffers), _cast(scalars, dtype)
         )
         for present, out, result in zip(outputs, per_output, results, strict=True):
             if present:

@@ -1,0 +1,301 @@
+"""pn.jit: donation semantics, DonatedError, alias checks, equivalences, no recompilation, eager fallback."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import purenn as pn
+
+
+class CountingBackend:
+    """A torch.compile backend that runs graphs eagerly and counts how many it was given."""
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        self.graphs += 1
+        return gm.forward
+
+
+def problem(n_leaves: int = 5, seed: int = 0) -> tuple[pn.Params, pn.Params]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(3, 4), (4,), (2, 2, 2), (), (5,)]
+    params = pn.Params(
+        {f"l{i}": torch.randn(shapes[i % len(shapes)], generator=g) for i in range(n_leaves)}
+    )
+    grads = pn.tree.map(lambda p: torch.randn(p.shape, generator=g), params)
+    return params, grads
+
+
+OPT = pn.optim.adamw(1e-2, weight_decay=0.1)
+
+
+def update(params, state, grads):
+    return pn.step(OPT, params, grads, state)
+
+
+def run(fn, params, state, grads, steps):
+    for _ in range(steps):
+        params, state = fn(params, state, grads)
+    return params, state
+
+
+def test_donated_outputs_reuse_the_donated_buffers_from_the_second_call():
+    backend = CountingBackend()
+    step = pn.jit(update, donate_argnums=(0, 1), backend=backend)
+    params, grads = problem()
+    params, state = step(params, OPT.init(params), grads)  # first call packs params and state
+    before = (
+        [b.data_ptr() for b in params._packed.buffers],
+        [b.data_ptr() for b in state.exp_avg._packed.buffers],
+    )
+    leaf_ptrs = [leaf.data_ptr() for leaf in pn.tree.leaves(params)]
+    params, state = step(params, state, grads)
+    assert [b.data_ptr() for b in params._packed.buffers] == before[0]
+    assert [b.data_ptr() for b in state.exp_avg._packed.buffers] == before[1]
+    assert [leaf.data_ptr() for leaf in pn.tree.leaves(params)] == leaf_ptrs
+    assert backend.graphs == 1 and step.cache_size == 1
+
+
+@pytest.mark.parametrize("compile", [True, False], ids=["compiled", "eager"])
+def test_donated_arguments_are_dead_after_the_call(compile):
+    step = pn.jit(update, donate_argnums=(0, 1), compile=compile, backend=CountingBackend())
+    params, grads = problem()
+    state = OPT.init(params)
+    inner = state.exp_avg
+    new_params, new_state = step(params, state, grads)
+    message = r"argument 0 \(params\) was donated to update \(call 1\).*Use the value that call returned, or pass a copy"
+    for use in (
+        lambda: params["l0"],
+        lambda: pn.tree.leaves(params),
+        lambda: repr(params),
+        lambda: len(params),
+        lambda: pn.step(OPT, params, grads, new_state),
+        lambda: step(params, new_state, grads),
+    ):
+        with pytest.raises(pn.DonatedError, match=message):
+            use()
+    with pytest.raises(
+        pn.DonatedError, match=r"argument 1 \(state\) was donated to update \(call 1\)"
+    ):
+        _ = state.exp_avg
+    with pytest.raises(pn.DonatedError, match=r"argument 1 \(state\)"):
+        inner["l0"]  # a subtree taken out before the call shares the donated buffers
+    pn.check_unmodified(grads)  # a non-donated argument stays usable
+    assert pn.tree.paths(new_params) == ["l0", "l1", "l2", "l3", "l4"]
+
+
+def test_passing_a_dead_tree_names_the_argument_of_the_new_call():
+    step = pn.jit(update, donate_argnums=(0, 1), backend=CountingBackend())
+    params, grads = problem()
+    state = OPT.init(params)
+    step(params, state, grads)
+    other = pn.jit(lambda g, p: pn.tree.add(g, p), backend=CountingBackend())
+    with pytest.raises(
+        pn.DonatedError,
+        match=r"<lambda>: argument 1 \(p\): argument 0 \(params\) was donated to update \(call 1\)",
+    ):
+        other(grads, params)
+
+
+def test_aliasing_is_refused_before_anything_runs():
+    step = pn.jit(
+        lambda a, b: (pn.tree.scale(a, 2.0), b), donate_argnums=(0,), backend=CountingBackend()
+    )
+    w = torch.ones(4)
+    with pytest.raises(
+        ValueError,
+        match=r"donated inputs 'argument 0 \(a\)\.x' and 'argument 0 \(a\)\.y' share memory",
+    ):
+        step(pn.Params({"x": w, "y": w}), pn.Params({}))
+    base = torch.ones(8)
+    with pytest.raises(
+        ValueError,
+        match=r"donated input 'argument 0 \(a\)\.x' shares memory with the non-donated input 'argument 1 \(b\)\.z'",
+    ):
+        step(pn.Params({"x": base[:6]}), pn.Params({"z": base[4:]}))
+    # Disjoint views of one storage are fine.
+    out, _ = step(pn.Params({"x": base[:4]}), pn.Params({"z": base[4:]}))
+    assert torch.equal(out["x"], torch.full((4,), 2.0))
+
+
+def test_donating_a_tensor_that_requires_grad_is_refused():
+    step = pn.jit(lambda a: pn.tree.scale(a, 2.0), donate_argnums=0, backend=CountingBackend())
+    with pytest.raises(ValueError, match=r"donated input 'argument 0 \(a\)\.w' requires grad"):
+        step(pn.Params({"w": torch.ones(2, requires_grad=True)}))
+
+
+def test_unusable_donated_buffer_warns_once_naming_the_path():
+    step = pn.jit(lambda a: a["w"].sum(), donate_argnums=0, backend=CountingBackend())
+    with pytest.warns(
+        UserWarning,
+        match=r"no output matches the shape, dtype and device of donated \['argument 0 \(a\)\.<packed float32 cpu buffer>'\]",
+    ):
+        step(pn.Params({"w": torch.ones(3)}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step(pn.Params({"w": torch.ones(3)}))
+
+
+def test_results_with_donation_equal_results_without_bitwise():
+    params, grads = problem(seed=1)
+    donating = pn.jit(update, donate_argnums=(0, 1), backend=CountingBackend())
+    plain = pn.jit(update, backend=CountingBackend())
+    a = run(donating, pn.tree.map(torch.clone, params), OPT.init(params), grads, 4)
+    b = run(plain, params, OPT.init(params), grads, 4)
+    pn.testing.assert_tree_equal(a, b)
+    pn.testing.assert_tree_equal(b, run(update, params, OPT.init(params), grads, 4))
+
+
+def test_no_recompilation_across_steps_with_a_schedule_and_a_changed_lr():
+    backend = CountingBackend()
+    opt = pn.optim.sgd(lambda count: 0.1 / (1.0 + count.double()), momentum=0.9)
+    step = pn.jit(lambda p, s, g: pn.step(opt, p, g, s), donate_argnums=(0, 1), backend=backend)
+    params, grads = problem()
+    state = opt.init(params)
+    for i in range(20):
+        params, state = step(params, state, grads)
+        if i == 10:
+            state = pn.tree.set(
+                state, "hyperparams.momentum", torch.tensor(0.5, dtype=torch.float64)
+            )
+    assert backend.graphs == 1 and int(state.count) == 20
+
+
+def test_changed_structure_builds_a_new_variant():
+    backend = CountingBackend()
+    fn = pn.jit(lambda p: pn.tree.scale(p, 3.0), backend=backend)
+    fn(pn.Params({"a": torch.ones(2)}))
+    fn(pn.Params({"a": torch.zeros(2)}))
+    fn(pn.Params({"b": torch.ones(2)}))
+    assert fn.cache_size == 2 and backend.graphs == 2
+
+
+def test_static_leaves_are_constants_and_unhashable_ones_are_refused():
+    fn = pn.jit(lambda p, k: pn.tree.scale(p, k["factor"]), backend=CountingBackend())
+    out = fn(pn.Params({"a": torch.ones(2)}), {"factor": 2.5})
+    assert torch.equal(out["a"], torch.full((2,), 2.5))
+    with pytest.raises(
+        TypeError, match=r"leaf 'argument 1 \(k\)\.factor' is a set, neither a tensor nor hashable"
+    ):
+        fn(pn.Params({"a": torch.ones(2)}), {"factor": {2.5}})
+
+
+def test_autograd_through_a_non_donated_compiled_function():
+    fn = pn.jit(lambda p, x: (x @ p["w"]).tanh().sum(), backend=CountingBackend())
+    w = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    fn(pn.Params({"w": w}), x).backward()
+    expected = torch.autograd.grad((x @ w).tanh().sum(), w)[0]
+    torch.testing.assert_close(w.grad, expected)
+
+
+def test_config_jit_false_runs_eagerly_with_the_same_semantics():
+    backend = CountingBackend()
+    step = pn.jit(update, donate_argnums=(0, 1), backend=backend)
+    params, grads = problem()
+    expected = run(update, params, OPT.init(params), grads, 3)
+    with pn.config.override(jit=False):
+        got = run(step, pn.tree.map(torch.clone, params), OPT.init(params), grads, 3)
+    assert backend.graphs == 0
+    pn.testing.assert_tree_equal(got, expected)
+
+
+def test_bad_donate_argnums_are_rejected():
+    with pytest.raises(ValueError, match="donate_argnums must be non-negative ints"):
+        pn.jit(update, donate_argnums=(-1,))
+    with pytest.raises(ValueError, match="lists an argument twice"):
+        pn.jit(update, donate_argnums=(0, 0))
+    step = pn.jit(update, donate_argnums=(2,), backend=CountingBackend())
+    params, _ = problem()
+    with pytest.raises(TypeError, match=r"donate_argnums has 2, but the call passed 1 positional"):
+        step(params)
+
+
+def test_packed_trees_behave_like_unpacked_ones():
+    params, grads = problem()
+    packed = pn.tree.pack(params)
+    assert pn.tree.structure(packed) == pn.tree.structure(params)
+    assert pn.tree.paths(packed) == pn.tree.paths(params)
+    pn.testing.assert_tree_equal(packed, params)
+    assert len(packed._packed.buffers) == 1 and packed._packed.buffers[0].numel() == 30
+    for opt in (
+        pn.optim.adam(1e-2, amsgrad=True),
+        pn.optim.sgd(0.1, momentum=0.9, weight_decay=0.1),
+    ):
+        a = run(lambda p, s, g, opt=opt: pn.step(opt, p, g, s), params, opt.init(params), grads, 3)
+        b = run(
+            lambda p, s, g, opt=opt: pn.step(opt, p, g, s),
+            packed,
+            opt.init(packed),
+            pn.tree.pack(grads),
+            3,
+        )
+        assert (
+            b[0]._packed is not None and b[1].exp_avg is not None
+            if hasattr(b[1], "exp_avg")
+            else True
+        )
+        pn.testing.assert_tree_equal(b, a)
+
+
+def test_pn_grad_of_packed_params_is_packed_and_equal():
+    model = pn.nn.mlp(4, [6], 3)
+    params = model.init(pn.random.key(0))
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    loss_fn = pn.loss(model.apply, pn.losses.cross_entropy)
+    packed = pn.tree.pack(params)
+    g = pn.grad(loss_fn)(packed, x, y)
+    assert g._packed is not None and g._packed.layout == packed._packed.layout
+    pn.testing.assert_tree_equal(g, pn.grad(loss_fn)(params, x, y))
+    (v, aux), g2 = pn.value_and_grad(lambda p: (loss_fn(p, x, y), torch.ones(())), has_aux=True)(
+        packed
+    )
+    pn.testing.assert_tree_equal(g2, g)
+    assert torch.equal(v, loss_fn(params, x, y)) and torch.equal(aux, torch.ones(()))
+
+
+def test_packed_tree_mutation_is_caught_by_the_guard():
+    packed = pn.tree.pack(problem()[0])
+    packed["l1"].add_(1.0)
+    with pytest.raises(
+        pn.MutatedError, match=r"params\.<packed float32 cpu buffer> was modified in place"
+    ):
+        pn.check_unmodified(packed, "params")
+
+
+@pytest.mark.slow
+def test_inductor_training_step_donates_matches_eager_and_does_not_recompile():
+    model = pn.nn.mlp(8, [16], 4)
+    opt = pn.optim.adamw(1e-2)
+    loss_fn = pn.loss(model.apply, pn.losses.cross_entropy)
+
+    def train_step(params, opt_state, x, y):
+        loss, grads = pn.value_and_grad(loss_fn)(params, x, y)
+        params, opt_state = pn.step(opt, params, grads, opt_state)
+        return params, opt_state, loss
+
+    x, y = torch.randn(32, 8), torch.randint(0, 4, (32,))
+    params = model.init(pn.random.key(0))
+    donating = pn.jit(train_step, donate_argnums=(0, 1))
+    plain = pn.jit(train_step)
+    p_a, s_a = pn.tree.map(torch.clone, params), opt.init(params)
+    p_b, s_b = params, opt.init(params)
+    p_e, s_e = params, opt.init(params)
+    torch._dynamo.utils.counters.clear()
+    for i in range(5):
+        p_a, s_a, loss_a = donating(p_a, s_a, x, y)
+        if i == 1:
+            ptrs = [b.data_ptr() for b in p_a._packed.buffers]
+        p_b, s_b, loss_b = plain(p_b, s_b, x, y)
+        p_e, s_e, _ = train_step(p_e, s_e, x, y)
+    assert [b.data_ptr() for b in p_a._packed.buffers] == ptrs
+    pn.testing.assert_tree_equal(p_a, p_b)
+    pn.testing.assert_tree_equal(s_a, s_b)
+    assert torch.equal(loss_a, loss_b)
+    pn.testing.assert_tree_close(p_a, p_e, rtol=1e-5, atol=1e-6)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # one per jitted function
