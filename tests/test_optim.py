@@ -13,12 +13,75 @@ from hypothesis import strategies as st
 import purenn as pn
 
 
+class LionReference(torch.optim.Optimizer):
+    """Lion as written in Chen et al. (2023), Algorithm 2, independently of purenn's code."""
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False):
+        super().__init__(
+            params, {"lr": lr, "betas": betas, "weight_decay": weight_decay, "maximize": maximize}
+        )
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                g = -p.grad if group["maximize"] else p.grad
+                m = self.state[p].setdefault("exp_avg", torch.zeros_like(p))
+                c = beta1 * m + (1 - beta1) * g
+                p.add_(-group["lr"] * (torch.sign(c) + group["weight_decay"] * p))
+                m.copy_(beta2 * m + (1 - beta2) * g)
+
+
+class LambReference(torch.optim.Optimizer):
+    """LAMB as You et al. (2020), Algorithm 2, with optax.lamb's choices (per-tensor trust ratio
+    ||p|| / ||r||, ratio 1 where either norm is 0, eps outside the square root, decay inside r)."""
+
+    def __init__(
+        self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, maximize=False
+    ):
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+        }
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                g = -p.grad if group["maximize"] else p.grad
+                state = self.state[p]
+                if not state:
+                    state.update(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["t"] += 1
+                t, m, v = state["t"], state["m"], state["v"]
+                m.copy_(beta1 * m + (1 - beta1) * g)
+                v.copy_(beta2 * v + (1 - beta2) * g * g)
+                m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
+                r = m_hat / (v_hat.sqrt() + group["eps"]) + group["weight_decay"] * p
+                p_norm, r_norm = p.norm(), r.norm()
+                ratio = 1.0 if p_norm == 0 or r_norm == 0 else p_norm / r_norm
+                p.add_(-group["lr"] * ratio * r)
+
+
+LOOP_AND_FOREACH = ({"foreach": False}, {"foreach": True})
+WITH_FUSED = (*LOOP_AND_FOREACH, {"fused": True})  # torch.optim's fused CPU kernels
+
+
 @attrs.frozen
 class Rule:
     name: str
     make: object
     twin: type[torch.optim.Optimizer]
     grid: tuple[dict, ...]
+    variants: tuple[dict, ...] = LOOP_AND_FOREACH
+    # Settings under which updates are invariant to scaling the gradient (None: not invariant).
+    scale_invariant: dict | None = None
 
 
 RULES = (
@@ -33,6 +96,7 @@ RULES = (
             {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.1},
             {"lr": 0.05, "momentum": 0.5, "maximize": True},
         ),
+        WITH_FUSED,
     ),
     Rule(
         "adam",
@@ -43,7 +107,10 @@ RULES = (
             {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6},
             {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True},
             {"lr": 0.01, "maximize": True, "weight_decay": 0.05},
+            {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
         ),
+        WITH_FUSED,
+        {"eps": 0.0},
     ),
     Rule(
         "adamw",
@@ -55,6 +122,113 @@ RULES = (
             {"lr": 0.01, "amsgrad": True, "betas": (0.5, 0.9)},
             {"lr": 0.01, "maximize": True},
         ),
+        WITH_FUSED,
+        {"eps": 0.0, "weight_decay": 0.0},
+    ),
+    Rule(
+        "rmsprop",
+        pn.optim.rmsprop,
+        torch.optim.RMSprop,
+        (
+            {},
+            {"lr": 0.01, "momentum": 0.9},
+            {"lr": 0.01, "centered": True, "weight_decay": 0.1},
+            {"lr": 0.005, "alpha": 0.9, "eps": 1e-6, "momentum": 0.5, "centered": True},
+            {"lr": 0.01, "maximize": True},
+        ),
+        scale_invariant={"eps": 0.0},
+    ),
+    Rule(
+        "adagrad",
+        pn.optim.adagrad,
+        torch.optim.Adagrad,
+        (
+            {"lr": 0.1},
+            {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.1},
+            {"lr": 0.05, "initial_accumulator_value": 0.5, "eps": 1e-6},
+            {"lr": 0.1, "maximize": True},
+        ),
+        WITH_FUSED,
+        {"eps": 0.0},
+    ),
+    Rule(
+        "adadelta",
+        pn.optim.adadelta,
+        torch.optim.Adadelta,
+        (
+            {},
+            {"lr": 0.5, "rho": 0.5, "weight_decay": 0.1},
+            {"eps": 1e-4, "maximize": True},
+        ),
+    ),
+    Rule(
+        "adamax",
+        pn.optim.adamax,
+        torch.optim.Adamax,
+        (
+            {},
+            {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1},
+            {"lr": 0.01, "maximize": True},
+        ),
+        scale_invariant={"eps": 0.0},
+    ),
+    Rule(
+        "nadam",
+        pn.optim.nadam,
+        torch.optim.NAdam,
+        (
+            {},
+            {"lr": 0.01, "weight_decay": 0.1, "momentum_decay": 0.01},
+            {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
+            {"lr": 0.01, "betas": (0.8, 0.9), "maximize": True},
+        ),
+        scale_invariant={"eps": 0.0},
+    ),
+    Rule(
+        "radam",
+        pn.optim.radam,
+        torch.optim.RAdam,
+        (
+            {},
+            {"lr": 0.01, "betas": (0.9, 0.9), "weight_decay": 0.1},
+            {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
+            {"lr": 0.01, "maximize": True},
+        ),
+    ),
+    Rule(
+        "adafactor",
+        pn.optim.adafactor,
+        torch.optim.Adafactor,
+        (
+            {},
+            {"lr": 0.01, "weight_decay": 0.1, "eps": (1e-30, 1e-3)},
+            {"lr": 0.01, "d": 2.0, "beta2_decay": -0.5},
+            {"lr": 0.01, "maximize": True},
+        ),
+    ),
+    Rule(
+        "lion",
+        pn.optim.lion,
+        LionReference,
+        (
+            {},
+            {"lr": 1e-3, "betas": (0.8, 0.9), "weight_decay": 0.1},
+            {"lr": 1e-3, "maximize": True},
+        ),
+        ({},),
+        {},
+    ),
+    Rule(
+        "lamb",
+        pn.optim.lamb,
+        LambReference,
+        (
+            {},
+            {"lr": 0.01, "weight_decay": 0.1},
+            {"lr": 0.01, "betas": (0.8, 0.9), "eps": 1e-8, "maximize": True},
+        ),
+        ({},),
+        {"eps": 0.0},
     ),
 )
 CASES = [
@@ -109,11 +283,13 @@ TOLERANCE = {
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("rule, kw", CASES)
-def test_trajectory_matches_torch_optim_for_loop_and_foreach(rule, kw, dtype, assert_tree_close):
+def test_trajectory_matches_torch_optim_for_loop_foreach_and_fused(
+    rule, kw, dtype, assert_tree_close
+):
     params = problem(dtype)
     ours = run_purenn(rule.make(**kw), params, steps=50)
-    for foreach in (False, True):
-        reference = run_torch(rule.twin, params, steps=50, foreach=foreach, **kw)
+    for variant in rule.variants:
+        reference = run_torch(rule.twin, params, steps=50, **variant, **kw)
         assert_tree_close(ours, reference, **TOLERANCE[dtype])
     assert not pn.tree.allclose(ours, params), "the trajectory should move the params"
 
@@ -145,9 +321,7 @@ def test_update_is_pure_deterministic_and_structured(rule, kw):
 def test_zero_learning_rate_leaves_params_unchanged(rule, kw):
     kw = {**kw, "lr": 0.0}
     params = problem(torch.float64)
-    moved = run_purenn(rule.make(**kw), params, steps=3)
-    if rule.name == "adamw" or not kw.get("weight_decay"):
-        pn.testing.assert_tree_equal(moved, params)
+    pn.testing.assert_tree_equal(run_purenn(rule.make(**kw), params, steps=3), params)
 
 
 @given(lr=st.floats(1e-6, 10.0), seed=st.integers(0, 2**31 - 1))
@@ -159,16 +333,26 @@ def test_plain_sgd_is_exactly_p_minus_lr_g(lr, seed):
     pn.testing.assert_tree_equal(new, pn.tree.map(lambda p, g: p - lr * g, params, grads))
 
 
-@pytest.mark.parametrize("make", [pn.optim.adam, pn.optim.adamw], ids=["adam", "adamw"])
+INVARIANT = [pytest.param(rule, id=rule.name) for rule in RULES if rule.scale_invariant is not None]
+# Rules whose every first-step element moves by at most lr (RMSprop's moves by lr / sqrt(1 - alpha),
+# NAdam's by up to ~1.9 lr, RAdam's first steps are momentum SGD, LAMB rescales by a norm ratio).
+FIRST_STEP_BOUNDED = {"adam", "adamw", "adamax", "adagrad", "lion"}
+
+
+@pytest.mark.parametrize("rule", INVARIANT)
 @given(c=st.floats(1e-2, 1e2), seed=st.integers(0, 2**31 - 1))
-def test_adam_is_invariant_to_gradient_scale_and_first_step_is_bounded_by_lr(make, c, seed):
+def test_invariant_to_gradient_scale_and_first_step_bounded_by_lr(rule, c, seed):
     params = problem(torch.float64, seed)
     grads = pn.tree.map(lambda p: gradient(p, seed), params)
-    opt = make(lr=0.1, eps=0.0, weight_decay=0.0)  # eps breaks exact invariance by eps/|g|
-    updates, _ = opt.update(grads, opt.init(params), params)
-    scaled, _ = opt.update(pn.tree.scale(grads, c), opt.init(params), params)
-    pn.testing.assert_tree_close(scaled, updates, rtol=1e-13, atol=0.0)
-    assert all(float(u.abs().max()) <= 0.1 * (1 + 1e-12) for u in pn.tree.leaves(updates))
+    opt = rule.make(lr=0.1, **rule.scale_invariant)  # eps breaks exact invariance by eps/|g|
+    state = scaled_state = opt.init(params)
+    for step in range(3):
+        updates, state = opt.update(grads, state, params)
+        scaled, scaled_state = opt.update(pn.tree.scale(grads, c), scaled_state, params)
+        pn.testing.assert_tree_close(scaled, updates, rtol=1e-12, atol=1e-15)
+        if rule.name in FIRST_STEP_BOUNDED and step == 0:
+            assert all(float(u.abs().max()) <= 0.1 * (1 + 1e-12) for u in pn.tree.leaves(updates))
+        grads = pn.tree.map(lambda p, g: 0.5 * g + torch.cos(p), params, grads)
 
 
 def test_learning_rate_schedule_sees_the_count_from_zero():
@@ -256,6 +440,24 @@ def test_user_defined_rule_with_empty_state():
         (lambda: pn.optim.adamw(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
         (lambda: pn.optim.adam(betas=(0.9,)), r"betas must be a pair \(beta1, beta2\)"),
         (lambda: pn.optim.adam(lr=torch.ones(2)), r"Tensor lr must be 1-element"),
+        (lambda: pn.optim.rmsprop(alpha=-0.1), r"Invalid alpha value: -0\.1"),
+        (lambda: pn.optim.rmsprop(momentum=-0.1), r"Invalid momentum value: -0\.1"),
+        (lambda: pn.optim.adagrad(lr_decay=-1.0), r"Invalid lr_decay value: -1\.0"),
+        (
+            lambda: pn.optim.adagrad(initial_accumulator_value=-1.0),
+            r"Invalid initial_accumulator_value value: -1\.0",
+        ),
+        (lambda: pn.optim.adadelta(rho=1.5), r"Invalid rho value: 1\.5"),
+        (lambda: pn.optim.adamax(betas=(0.9, 1.0)), r"Invalid beta parameter at index 1: 1\.0"),
+        (lambda: pn.optim.nadam(momentum_decay=-1.0), r"Invalid momentum_decay value: -1\.0"),
+        (lambda: pn.optim.radam(eps=-1.0), r"Invalid epsilon value: -1\.0"),
+        (lambda: pn.optim.adafactor(lr=-1.0), r"Learning rate should be >= 0 but is: -1\.0"),
+        (lambda: pn.optim.adafactor(d=0.5), r"Clipping threshold d should be >= 1 but is: 0\.5"),
+        (lambda: pn.optim.adafactor(eps=1e-3), r"eps must be a pair \(eps1 or None, eps2\)"),
+        (lambda: pn.optim.lion(betas=(0.9, 1.0)), r"Invalid beta parameter at index 1: 1\.0"),
+        (lambda: pn.optim.lion(weight_decay=-1.0), r"Invalid weight_decay value: -1\.0"),
+        (lambda: pn.optim.lamb(lr=-1.0), r"Invalid learning rate: -1\.0"),
+        (lambda: pn.optim.lamb(eps=-1.0), r"Invalid epsilon value: -1\.0"),
     ],
 )
 def test_invalid_hyperparameters_use_torch_optim_wording(make, message):
@@ -287,6 +489,55 @@ def _param():
         (
             lambda: pn.optim.adam(weight_decay=-1.0),
             lambda: torch.optim.Adam(_param(), weight_decay=-1.0),
+        ),
+        *[
+            (lambda ours=ours, kw=kw: ours(**kw), lambda twin=twin, kw=kw: twin(_param(), **kw))
+            for ours, twin, bad in [
+                (
+                    pn.optim.rmsprop,
+                    torch.optim.RMSprop,
+                    ["lr", "alpha", "eps", "momentum", "weight_decay"],
+                ),
+                (
+                    pn.optim.adagrad,
+                    torch.optim.Adagrad,
+                    ["lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"],
+                ),
+                (pn.optim.adadelta, torch.optim.Adadelta, ["lr", "rho", "eps", "weight_decay"]),
+                (pn.optim.adamax, torch.optim.Adamax, ["lr", "eps", "weight_decay"]),
+                (
+                    pn.optim.nadam,
+                    torch.optim.NAdam,
+                    ["lr", "eps", "weight_decay", "momentum_decay"],
+                ),
+                (pn.optim.radam, torch.optim.RAdam, ["lr", "eps", "weight_decay"]),
+                (
+                    pn.optim.adafactor,
+                    torch.optim.Adafactor,
+                    ["lr", "beta2_decay", "d", "weight_decay"],
+                ),
+            ]
+            for name in bad
+            for kw in [
+                {name: 2.0 if name in ("rho", "beta2_decay") else (0.5 if name == "d" else -1.5)}
+            ]
+        ],
+        *[
+            (lambda ours=ours, b=b: ours(betas=b), lambda twin=twin, b=b: twin(_param(), betas=b))
+            for ours, twin in [
+                (pn.optim.adamax, torch.optim.Adamax),
+                (pn.optim.nadam, torch.optim.NAdam),
+                (pn.optim.radam, torch.optim.RAdam),
+            ]
+            for b in [(1.0, 0.9), (0.9, -0.5)]
+        ],
+        (
+            lambda: pn.optim.adafactor(eps=(-1.0, 1e-3)),
+            lambda: torch.optim.Adafactor(_param(), eps=(-1.0, 1e-3)),
+        ),
+        (
+            lambda: pn.optim.adafactor(eps=(None, -1.0)),
+            lambda: torch.optim.Adafactor(_param(), eps=(None, -1.0)),
         ),
     ],
 )
@@ -326,15 +577,16 @@ def test_grads_that_do_not_fit_the_state_are_rejected_naming_the_path():
         opt.update(wrong_dtype, state, params)
 
 
-def test_state_from_another_rule_or_tree_is_rejected():
+@pytest.mark.parametrize("rule", [pytest.param(r, id=r.name) for r in RULES])
+def test_state_from_another_rule_or_tree_is_rejected(rule):
     params = problem(torch.float32)
-    other = pn.Params({"x": torch.zeros(3)})
-    with pytest.raises(pn.TreeMismatchError, match="optimizer state"):
-        pn.optim.sgd(0.1, momentum=0.9).update(
-            params, pn.optim.sgd(0.1, momentum=0.9).init(other), params
-        )
-    with pytest.raises(AttributeError, match="exp_avg"):
-        pn.optim.adam().update(params, pn.optim.sgd(0.1, momentum=0.9).init(params), params)
+    opt = rule.make(**rule.grid[-1])
+    other_rule = pn.optim.sgd(0.1) if rule.name != "sgd" else pn.optim.adam()
+    with pytest.raises(pn.StateError, match=rf"{rule.name}: got a \w+State as the optimizer state"):
+        opt.update(params, other_rule.init(params), params)
+    other_params = pn.Params({"0": params["0"], "1": params["1"], "extra": torch.zeros(3)})
+    with pytest.raises(pn.TreeMismatchError, match=r"'(extra|scale)'"):
+        opt.update(params, opt.init(other_params), params)
 
 
 def test_integer_params_and_missing_params_for_weight_decay_are_rejected():

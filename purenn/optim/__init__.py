@@ -1,11 +1,29 @@
 """`pn.optim`: pure update rules (`GradientTransformation`s) with torch.optim's names and numbers."""
 
+from ._adadelta import AdadeltaState as AdadeltaState
+from ._adadelta import adadelta as adadelta
+from ._adafactor import AdafactorState as AdafactorState
+from ._adafactor import adafactor as adafactor
+from ._adagrad import AdagradState as AdagradState
+from ._adagrad import adagrad as adagrad
 from ._adam import AdamState as AdamState
 from ._adam import adam as adam
 from ._adam import adamw as adamw
+from ._adamax import AdamaxState as AdamaxState
+from ._adamax import adamax as adamax
 from ._base import EmptyState as EmptyState
 from ._base import GradientTransformation as GradientTransformation
 from ._base import Schedule as Schedule
 from ._chain import chain as chain
+from ._lamb import LambState as LambState
+from ._lamb import lamb as lamb
+from ._lion import LionState as LionState
+from ._lion import lion as lion
+from ._nadam import NadamState as NadamState
+from ._nadam import nadam as nadam
+from ._radam import RadamState as RadamState
+from ._radam import radam as radam
+from ._rmsprop import RmspropState as RmspropState
+from ._rmsprop import rmsprop as rmsprop
 from ._sgd import SgdState as SgdState
 from ._sgd import sgd as sgd

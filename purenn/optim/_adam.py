@@ -12,6 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
+from ._checks import check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -113,6 +114,7 @@ def _adam(
         )
 
     def update(grads: Any, state: AdamState, params: Any = None) -> tuple[Any, AdamState]:
+        check_state(name, state, AdamState)
         check_update_args(name, grads, state, params, state.exp_avg)
         if weight_decay != 0:
             require_params(name, params)
@@ -159,6 +161,7 @@ def adam(
     amsgrad: bool = False,
     *,
     maximize: bool = False,
+    decoupled_weight_decay: bool = False,
 ) -> GradientTransformation:
     """Adam (Kingma & Ba), with torch.optim.Adam's arguments, defaults and numbers.
 
@@ -170,6 +173,7 @@ def adam(
 
     Args:
         lr: learning rate, or a schedule `count -> lr` (count starts at 0).
+        decoupled_weight_decay: decay the params directly, making this `adamw` (as torch.optim.Adam's flag).
 
     Example:
         >>> opt = pn.optim.adam(1e-3)
@@ -178,7 +182,9 @@ def adam(
         >>> float(state.hyperparams["lr"]), int(state.count)
         (0.001, 1)
     """
-    return _adam("adam", lr, betas, eps, weight_decay, amsgrad, maximize, decoupled=False)
+    return _adam(
+        "adam", lr, betas, eps, weight_decay, amsgrad, maximize, decoupled=decoupled_weight_decay
+    )
 
 
 def adamw(

@@ -12,6 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
+from ._checks import check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -106,6 +107,7 @@ def sgd(
         )
 
     def update(grads: Any, state: SgdState, params: Any = None) -> tuple[Any, SgdState]:
+        check_state("sgd", state, SgdState)
         if weight_decay != 0:
             require_params("sgd", params)
         like = (

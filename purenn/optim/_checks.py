@@ -1,0 +1,47 @@
+"""Checks the rules share beyond `_common`: betas, a state's type, params a rule cannot do without."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._errors import StateError, TreeMismatchError
+from ._common import LearningRate, validate_lr
+
+__all__ = ["check_betas", "check_lr", "check_state", "need_params"]
+
+
+def check_lr(lr: LearningRate, negative: str) -> None:
+    """`validate_lr`, with `negative` (formatted with `lr`) in the wording of the rule's torch twin."""
+    if not callable(lr) and not isinstance(lr, bool):
+        value = float(lr) if isinstance(lr, torch.Tensor) and lr.numel() == 1 else lr
+        if isinstance(value, (int, float)) and not 0.0 <= value:
+            raise ValueError(negative.format(lr=value))
+    validate_lr(lr)
+
+
+def check_betas(betas: Any) -> None:
+    """torch.optim's beta checks (`0 <= beta < 1`), after checking that `betas` is a pair."""
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+
+
+def check_state(rule: str, state: Any, expected: type) -> None:
+    """Reject a state that another rule's `init` made (e.g. an SgdState passed to adam)."""
+    if not isinstance(state, expected):
+        raise StateError(
+            f"{rule}: got a {type(state).__name__} as the optimizer state, but {rule}'s state is "
+            f"{expected.__name__}: pass the state that this rule's init(params) returned"
+        )
+
+
+def need_params(rule: str, params: Any, why: str) -> None:
+    """Reject `params=None` for a rule that reads the params (`why` says what for)."""
+    if params is None:
+        raise TreeMismatchError(
+            f"{rule}: this rule needs params ({why}): call update(grads, state, params)"
+        )
