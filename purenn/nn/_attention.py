@@ -72,8 +72,8 @@ class MultiheadAttention(Model):
 
     def init(self, key: torch.Tensor) -> Params:
         e, dtype = self.embed_dim, self.dtype
-        keys = dict(zip(self._expected(), pnr.split(key, 7), strict=True))
-        k_out = pnr.fold_in(key, 7)
+        names = [*self._expected(), "out_proj.weight"]  # one key per possible leaf, always
+        keys = dict(zip(names, pnr.split(key, len(names)), strict=True))
         params: dict[str, Any] = {}
         for name, shape in self._expected().items():
             if shape is None:
@@ -84,7 +84,7 @@ class MultiheadAttention(Model):
                 params[name] = xavier_normal(keys[name], shape, dtype)
             else:
                 params[name] = xavier_uniform(keys[name], shape, dtype)
-        out_proj = {"weight": fan_in_uniform(k_out, (e, e), e, dtype)}
+        out_proj = {"weight": fan_in_uniform(keys["out_proj.weight"], (e, e), e, dtype)}
         if self.bias:
             out_proj["bias"] = torch.zeros(e, dtype=dtype, device=key.device)
         params["out_proj"] = out_proj

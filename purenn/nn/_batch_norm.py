@@ -26,6 +26,8 @@ class BatchNorm(Model):
     Params (with `affine`): `weight` (ones) and `bias` (zeros), shape `(C,)`. State (with
     `track_running_stats`): `running_mean` (zeros), `running_var` (ones), both `(C,)`, and
     `num_batches_tracked` (a 0-d int64), as torch.nn.BatchNorm1d/2d/3d's buffers.
+    `init_state()` has no key to take a device from: it builds the state on torch's
+    default device (move it with `pn.tree.map(lambda t: t.to(device), state)`).
     """
 
     num_features: int

@@ -115,7 +115,11 @@ def non_negative_float(layer: str, name: str, value: Any) -> float:
 
 def probability(value: Any, layer: str = "") -> float:
     """A dropout probability in [0, 1]; the message is torch.nn.Dropout's (NaN is rejected too)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) <= 1.0
+    ):
         prefix = f"{layer}: " if layer else ""
         raise ValueError(
             f"{prefix}dropout probability has to be between 0 and 1, but got {value!r}"

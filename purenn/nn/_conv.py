@@ -91,11 +91,11 @@ class Conv(Model):
 
     def _pads(self) -> list[tuple[int, int]]:
         """(before, after) padding per spatial dim; 'same' puts the odd element after, as torch."""
-        if self.padding == "valid":
-            return [(0, 0)] * len(self.kernel_size)
         if self.padding == "same":
             totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size, strict=True)]
             return [(t // 2, t - t // 2) for t in totals]
+        if isinstance(self.padding, str):  # "valid"
+            return [(0, 0)] * len(self.kernel_size)
         return [(p, p) for p in self.padding]
 
     def _check_input(self, x: Any, path: str) -> None:

@@ -42,7 +42,7 @@ class Linear(Model):
 
     def init(self, key: torch.Tensor) -> Params:
         k_weight, k_bias = pnr.split(key)
-        shapes = {"weight": (self.out_features, self.in_features)}
+        shapes: dict[str, tuple[int, ...]] = {"weight": (self.out_features, self.in_features)}
         if self.bias:
             shapes["bias"] = (self.out_features,)
         if self.in_features == 0:  # torch leaves a zero-fan-in layer at zeros

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -103,9 +103,9 @@ class Model(abc.ABC):
             raise TypeError(
                 f"state must be pn.Params (from model.init_state()), got {type(state).__name__}"
             )
-        unknown = [] if self._options is None else sorted(set(options) - self._options)
-        if unknown:
-            takes = ", ".join(f"{name}=" for name in sorted(self._options)) or "no other"
+        allowed = self._options
+        if allowed is not None and (unknown := sorted(set(options) - allowed)):
+            takes = ", ".join(f"{name}=" for name in sorted(allowed)) or "no other"
             raise TypeError(
                 f"{type(self).__name__}.apply got unexpected keyword arguments {unknown}: "
                 f"it takes key=, train=, state= and {takes} keyword arguments"
@@ -137,7 +137,7 @@ def join(path: str, entry: str) -> str:
 
 
 def take_params(
-    params: Params, kind: str, path: str, expected: dict[str, Sequence[int] | None]
+    params: Params, kind: str, path: str, expected: Mapping[str, Sequence[int] | None]
 ) -> list[torch.Tensor]:
     """The named leaves of one layer's params, after checking names and shapes.
 
@@ -161,7 +161,7 @@ def take_params(
             f"params for the {layer_name(kind, path)} do not fit it: {detail} "
             f"(expected keys {sorted(wanted)}, got {sorted(got)}). Were these params made by another model?"
         )
-    out = []
+    out: list[Any] = []  # None where the layer lacks that parameter
     for name, shape in expected.items():
         if shape is None:
             out.append(None)

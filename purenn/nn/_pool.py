@@ -101,7 +101,7 @@ class MaxPool(_Pool):
         _check_rank(kind, n, x, path)
         _check_window(self, kind, x, path)
         pool = F.max_pool1d if n == 1 else F.max_pool2d
-        y = pool(
+        y = pool(  # type: ignore[call-overload]  # torch overloads on a literal return_indices
             x,
             self.kernel_size,
             self.stride,
@@ -175,9 +175,10 @@ class AdaptiveAvgPool(_Pool):
         kind = f"adaptive_avg_pool{n}d layer"
         self._no_params(params, kind, path)
         _check_rank(kind, n, x, path)
+        size: Any = self.output_size  # torch's stubs disagree on None entries
         if n == 1:
-            return F.adaptive_avg_pool1d(x, self.output_size), state
-        return F.adaptive_avg_pool2d(x, self.output_size), state
+            return F.adaptive_avg_pool1d(x, size), state
+        return F.adaptive_avg_pool2d(x, size), state
 
 
 def _stride(kind: str, stride: Any, kernel_size: tuple[int, ...]) -> tuple[int, ...]:
