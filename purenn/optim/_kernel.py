@@ -10,6 +10,7 @@ import torch
 from .. import _treeutil
 from .._packed import Layout, Packed, align, buffers, common_layout
 from .._params import Params
+from .._scalars import materialize
 
 __all__ = ["hyperparams", "leafwise", "zeros_like"]
 
@@ -65,8 +66,11 @@ def leafwise(
 
 
 def _cast(scalars: Mapping[str, torch.Tensor | float], dtype: torch.dtype) -> dict[str, Any]:
+    """Tensor scalars in the leaf's compute dtype, computed once (not per element) when compiled."""
     compute = _compute_dtype(dtype)
-    return {k: v.to(compute) if isinstance(v, torch.Tensor) else v for k, v in scalars.items()}
+    names = [k for k, v in scalars.items() if isinstance(v, torch.Tensor)]
+    values = materialize([scalars[k].to(compute) for k in names])
+    return {**scalars, **dict(zip(names, values, strict=True))}
 
 
 def _leafwise_packed(
