@@ -45,16 +45,14 @@ def leafwise(
     columns = [_treeutil.flatten(t)[0] if t is not None else None for t in trees]
     n_leaves = spec.num_leaves
     first = columns[first_index]
-    cast: dict[torch.dtype, dict[str, Any]] = {}
+    cast: dict[tuple[torch.dtype, torch.device], dict[str, Any]] = {}
     results_by_output: list[list[torch.Tensor]] = [[] for _ in outputs]
     for i in range(n_leaves):
-        dtype = first[i].dtype
-        s = cast.get(dtype)
+        leaf = first[i]
+        dtype = leaf.dtype
+        s = cast.get((dtype, leaf.device))
         if s is None:
-            compute = _compute_dtype(dtype)
-            s = cast[dtype] = {
-                k: v.to(compute) if isinstance(v, torch.Tensor) else v for k, v in scalars.items()
-            }
+            s = cast[(dtype, leaf.device)] = _cast(scalars, leaf)
         results = kernel(*(col[i] if col is not None else None for col in columns), s)
         for present, out, result in zip(outputs, results_by_output, results, strict=True):
             if present:
@@ -65,11 +63,16 @@ def leafwise(
     ]
 
 
-def _cast(scalars: Mapping[str, torch.Tensor | float], dtype: torch.dtype) -> dict[str, Any]:
-    """Tensor scalars in the leaf's compute dtype, computed once (not per element) when compiled."""
-    compute = _compute_dtype(dtype)
+def _cast(scalars: Mapping[str, torch.Tensor | float], leaf: torch.Tensor) -> dict[str, Any]:
+    """Tensor scalars in the leaf's compute dtype, computed once (not per element) when compiled.
+
+    Eagerly they stay on the CPU (a CPU 0-d operand costs no copy); a compiled kernel
+    reads them from a buffer, which must then live on the leaf's device.
+    """
+    compute = _compute_dtype(leaf.dtype)
+    device = leaf.device if torch.compiler.is_compiling() else None
     names = [k for k, v in scalars.items() if isinstance(v, torch.Tensor)]
-    values = materialize([scalars[k].to(compute) for k in names])
+    values = materialize([scalars[k].to(device=device, dtype=compute) for k in names])
     return {**scalars, **dict(zip(names, values, strict=True))}
 
 
@@ -83,8 +86,10 @@ def _leafwise_packed(
     """The same kernel once per flat buffer: one loop however many leaves the trees have."""
     per_output: list[list[torch.Tensor]] = [[] for _ in outputs]
     for group, (dtype, _, _) in enumerate(layout.groups):
+        first_buffer = next(b[group] for b in tree_buffers if b is not None)
         results = kernel(
-            *(b[group] if b is not None else None for b in tree_buffers), _cast(scalars, dtype)
+            *(b[group] if b is not None else None for b in tree_buffers),
+            _cast(scalars, first_buffer),
         )
         for present, out, result in zip(outputs, per_output, results, strict=True):
             if present:
