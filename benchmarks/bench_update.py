@@ -18,9 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+# A cold compile cache unless asked otherwise, so that "first call" is the real compile time.
+if "--warm-cache" not in sys.argv and not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="purenn-bench-inductor-")
 
 import torch
 
@@ -228,6 +234,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--memory-worker", nargs=2, metavar=("VARIANT", "SET"), help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="reuse inductor's on-disk cache (default: a fresh one)",
     )
     args = parser.parse_args()
     if args.memory_worker:
