@@ -4,6 +4,7 @@ from . import losses as losses
 from . import nn as nn
 from . import optim as optim
 from . import random as random
+from . import schedules as schedules
 from . import tree as tree
 from ._config import config as config
 from ._errors import CheckpointError as CheckpointError

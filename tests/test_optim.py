@@ -381,6 +381,23 @@ def test_learning_rate_schedule_sees_the_count_from_zero():
     )
 
 
+@pytest.mark.parametrize("rule", [pytest.param(r, id=r.name) for r in RULES])
+def test_every_rule_takes_a_schedule_like_torch_with_a_changing_group_lr(rule):
+    schedule = pn.schedules.warmup_cosine_decay(0.001, 0.02, warmup_steps=4, decay_steps=12)
+    kw = rule.grid[-1]
+    params = problem(torch.float64)
+    ours = run_purenn(rule.make(**{**kw, "lr": schedule}), params, steps=12)
+    tensors = [torch.nn.Parameter(leaf.clone()) for leaf in pn.tree.leaves(params)]
+    twin = rule.twin(tensors, **{**kw, "lr": 1.0})
+    for t in range(12):
+        twin.param_groups[0]["lr"] = float(schedule(t))
+        for p in tensors:
+            p.grad = gradient(p.detach(), t)
+        twin.step()
+    reference = pn.tree.unflatten(pn.tree.structure(params), [p.detach() for p in tensors])
+    pn.testing.assert_tree_close(ours, reference, **TOLERANCE[torch.float64])
+
+
 def test_state_fields_are_named_and_inspectable():
     params = problem(torch.float32)
     state = pn.optim.adam(amsgrad=True).init(params)
