@@ -13,6 +13,8 @@ import torch
 from . import _rebuild
 from ._config import config
 from ._donation import check_aliasing, check_alive, kill, pack_large
+from ._packed import Layout, Packed, try_pack
+from ._params import Params
 
 __all__ = ["Jitted", "jit"]
 
@@ -49,6 +51,7 @@ class Jitted:
         self._cache: dict[Any, Callable[..., Any]] = {}
         self._calls = 0
         self._variants = 0
+        self._warned: set[Any] = set()
         functools.update_wrapper(self, fn)
 
     @property
@@ -95,8 +98,15 @@ class Jitted:
                     donated_paths.extend(f[2])
                 start += len(f[1])
             entry = self._cache[key] = self._build(key, tuple(donated_positions), donated_paths)
-        out_desc, out_tensors = entry(*(t for f in flat for t in f[1]), *kw_flat[1])
+        out_desc, unused, out_tensors = entry(*(t for f in flat for t in f[1]), *kw_flat[1])
         out = _rebuild.build(out_desc, iter(out_tensors))
+        if unused and key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(
+                f"pn.jit({self._name}): no output matches the shape, dtype and device of donated "
+                f"{list(unused)}; their buffers were not reused",
+                stacklevel=2,
+            )
         for i in donated:
             message = _DEAD.format(arg=self._arg(i), fn=self._name, call=self._calls)
             kill(originals[i], message)
@@ -127,40 +137,81 @@ class Jitted:
     ) -> Callable[..., Any]:
         """The function of flat tensors: `(output description, output tensors)`, compiled unless disabled."""
         arg_descs, kw_desc = key
-        fn, name = self.fn, self._name
-        warned: list[bool] = []
+        fn = self.fn
+        donated_layouts = [
+            layout for i in self.donate_argnums for layout in _packed_layouts(arg_descs[i])
+        ]
 
-        def flat_fn(*tensors: torch.Tensor) -> tuple[Any, tuple[Any, ...]]:
+        def flat_fn(*tensors: torch.Tensor) -> tuple[Any, tuple[str, ...], tuple[Any, ...]]:
             leaves = iter(tensors)
             args = [_rebuild.build(desc, leaves) for desc in arg_descs]
             out = fn(*args, **_rebuild.build(kw_desc, leaves))
+            unused: tuple[str, ...] = ()
+            if donated_positions:
+                out = _repack(out, donated_layouts)
             # The description is made of constants; returning it (rather than storing it in a
             # closure) keeps torch.compile from guarding on it and recompiling.
             desc, results, _ = _rebuild.flatten(out, "output")
             if donated_positions:
-                results = _write_into(
-                    results, [tensors[i] for i in donated_positions], donated_paths, name, warned
+                results, unused = _write_into(
+                    results, [tensors[i] for i in donated_positions], donated_paths
                 )
-            return desc, tuple(results)
+            return desc, unused, tuple(results)
 
         # torch.compile caches (and caps recompiles, 8 by default) per code object; a code
         # object of its own per variant keeps jitted functions from evicting each other.
         self._variants += 1
         flat_fn.__code__ = flat_fn.__code__.replace(
-            co_name=f"{_identifier(name)}_variant{self._variants}"
+            co_name=f"{_identifier(self._name)}_variant{self._variants}"
         )
         use_compile = config.jit if self._compile is None else self._compile
         return torch.compile(flat_fn, **self._options) if use_compile else flat_fn
 
 
+def _packed_layouts(desc: tuple[Any, ...]) -> list[Layout]:
+    """The layouts of the packed Params in an argument description."""
+    if desc[0] == "packed":
+        return [desc[1]]
+    if desc[0] in ("custom", "namedtuple", "tuple", "list", "dict"):
+        return [layout for child in desc[-1] for layout in _packed_layouts(child)]
+    return []
+
+
+def _repack(tree: Any, layouts: list[Layout]) -> Any:
+    """`tree` with each unpacked Params that fits a donated layout packed into it (so it can be donated).
+
+    Rules that are not elementwise (factored second moments, per-layer trust ratios)
+    return unpacked trees; packing them into the donated layout (one cat per buffer,
+    fused with the copy into the donated buffer) lets their state reuse its buffers too.
+    """
+    if isinstance(tree, Params):
+        if tree._packed is None:
+            for layout in layouts:
+                packed = try_pack(tree, layout)
+                if packed is not None:
+                    return Params._from_packed(Packed(layout, packed))
+        return tree
+    flat = getattr(type(tree), "_pn_flatten", None)
+    if flat is not None:
+        children, data, _ = flat(tree)
+        return type(tree)._pn_unflatten(data, [_repack(c, layouts) for c in children])
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(_repack(c, layouts) for c in tree))
+    if type(tree) in (tuple, list):
+        return type(tree)(_repack(c, layouts) for c in tree)
+    if type(tree) is dict:
+        return {k: _repack(v, layouts) for k, v in tree.items()}
+    return tree
+
+
 def _write_into(
-    results: list[torch.Tensor],
-    donated: list[torch.Tensor],
-    paths: list[str],
-    name: str,
-    warned: list[bool],
-) -> list[torch.Tensor]:
-    """Write each result into the first unused donated buffer of its shape, dtype and device."""
+    results: list[torch.Tensor], donated: list[torch.Tensor], paths: list[str]
+) -> tuple[list[torch.Tensor], tuple[str, ...]]:
+    """Write each result into the first unused donated buffer of its shape, dtype and device.
+
+    Returns the results (donated buffers where written) and the paths of the donated
+    buffers no result could use.
+    """
     free = list(range(len(donated)))
     written = []
     with torch.no_grad():
@@ -174,15 +225,7 @@ def _write_into(
             if result is not target:
                 target.copy_(result)
             written.append(target)
-    unused = [paths[j] for j in free if donated[j].numel() > 0]
-    if unused and not warned:
-        warned.append(True)
-        warnings.warn(
-            f"pn.jit({name}): no output matches the shape, dtype and device of donated {unused}; "
-            "their buffers were not reused",
-            stacklevel=4,
-        )
-    return written
+    return written, tuple(paths[j] for j in free if donated[j].numel() > 0)
 
 
 def _identifier(name: str) -> str:

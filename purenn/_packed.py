@@ -12,7 +12,16 @@ import torch
 from ._rebuild import build, describe, flatten
 from ._treeutil import PyTreeSpec
 
-__all__ = ["Layout", "Packed", "buffers", "common_layout", "layout_of", "pack_leaves"]
+__all__ = [
+    "Layout",
+    "Packed",
+    "align",
+    "buffers",
+    "common_layout",
+    "layout_of",
+    "pack_leaves",
+    "try_pack",
+]
 
 
 @attrs.frozen
@@ -143,11 +152,19 @@ def align(trees: Sequence[Any]) -> tuple[Layout, list[tuple[torch.Tensor, ...] |
                 return None
             result.append(packed.buffers)
             continue
-        desc, leaves, _ = flatten(tree)
-        if desc != layout.builder or not _fits(layout, leaves):
+        packed_buffers = try_pack(tree, layout)
+        if packed_buffers is None:
             return None
-        result.append(pack_leaves(layout, leaves))
+        result.append(packed_buffers)
     return layout, result
+
+
+def try_pack(tree: Any, layout: Layout) -> tuple[torch.Tensor, ...] | None:
+    """`tree`'s leaves packed into buffers laid out by `layout`, or None if the tree does not fit it."""
+    desc, leaves, _ = flatten(tree)
+    if desc != layout.builder or not _fits(layout, leaves):
+        return None
+    return pack_leaves(layout, leaves)
 
 
 def _fits(layout: Layout, leaves: Sequence[Any]) -> bool:

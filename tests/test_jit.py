@@ -299,3 +299,31 @@ def test_inductor_training_step_donates_matches_eager_and_does_not_recompile():
     assert torch.equal(loss_a, loss_b)
     pn.testing.assert_tree_close(p_a, p_e, rtol=1e-5, atol=1e-6)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # one per jitted function
+
+
+RULE_FACTORIES = [
+    lambda: pn.optim.sgd(0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    lambda: pn.optim.adam(1e-2, amsgrad=True, weight_decay=0.1),
+    lambda: pn.optim.adamw(1e-2),
+    lambda: pn.optim.rmsprop(1e-2, momentum=0.9, centered=True, weight_decay=0.1),
+    lambda: pn.optim.adagrad(1e-2, lr_decay=0.01, weight_decay=0.1),
+    lambda: pn.optim.adadelta(1.0, weight_decay=0.1),
+    lambda: pn.optim.adamax(1e-2, weight_decay=0.1),
+    lambda: pn.optim.nadam(1e-2, weight_decay=0.1),
+    lambda: pn.optim.radam(1e-2, weight_decay=0.1),
+    lambda: pn.optim.lion(1e-3, weight_decay=0.1),
+    lambda: pn.optim.lamb(1e-2),
+    lambda: pn.optim.adafactor(1e-2),
+]
+
+
+@pytest.mark.parametrize("make", RULE_FACTORIES, ids=[str(i) for i in range(len(RULE_FACTORIES))])
+def test_every_rule_compiles_into_one_graph_and_matches_eager(make):
+    opt = make()
+    backend = CountingBackend()
+    step = pn.jit(lambda p, s, g: pn.step(opt, p, g, s), donate_argnums=(0, 1), backend=backend, fullgraph=True)
+    params, grads = problem()
+    expected = run(lambda p, s, g: pn.step(opt, p, g, s), params, opt.init(params), grads, 3)
+    got = run(step, pn.tree.map(torch.clone, params), opt.init(params), grads, 3)
+    assert backend.graphs == 1
+    pn.testing.assert_tree_close(got, expected, rtol=1e-6, atol=1e-7)
