@@ -7,9 +7,10 @@ from typing import Any
 import torch
 
 from .._errors import StateError, TreeMismatchError
+from ._base import GradientTransformation
 from ._common import LearningRate, validate_lr
 
-__all__ = ["check_betas", "check_lr", "check_state", "need_params"]
+__all__ = ["check_betas", "check_lr", "check_rule", "check_state", "need_params"]
 
 
 def check_lr(lr: LearningRate, negative: str) -> None:
@@ -44,4 +45,15 @@ def need_params(rule: str, params: Any, why: str) -> None:
     if params is None:
         raise TreeMismatchError(
             f"{rule}: this rule needs params ({why}): call update(grads, state, params)"
+        )
+
+
+def check_rule(owner: str, rule: Any, name: str = "rule") -> None:
+    """Reject a `rule` argument that is not a GradientTransformation (a factory, a function)."""
+    if not isinstance(rule, GradientTransformation):
+        hint = (
+            " (call the factory: e.g. pn.optim.adam(), not pn.optim.adam)" if callable(rule) else ""
+        )
+        raise TypeError(
+            f"{owner}: {name} must be a GradientTransformation, got {type(rule).__name__}{hint}"
         )
