@@ -23,6 +23,8 @@ from ._clip import ClipByGlobalNormState as ClipByGlobalNormState
 from ._clip import ClipState as ClipState
 from ._clip import clip as clip
 from ._clip import clip_by_global_norm as clip_by_global_norm
+from ._convert import from_torch_state as from_torch_state
+from ._convert import to_torch_state as to_torch_state
 from ._ema import EmaState as EmaState
 from ._ema import ema as ema
 from ._inject import InjectHyperparamsState as InjectHyperparamsState
