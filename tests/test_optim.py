@@ -317,6 +317,57 @@ def test_update_is_pure_deterministic_and_structured(rule, kw):
     assert int(state.count) == 2
 
 
+@st.composite
+def random_params(draw) -> pn.Params:
+    """A random tree: 1-4 leaves of rank 0-3, each float32 or float64, with seeded values."""
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    leaves = {}
+    for i in range(draw(st.integers(1, 4))):
+        shape = draw(st.lists(st.integers(1, 4), max_size=3))
+        dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+        leaves[f"p{i}"] = torch.randn(shape, generator=g, dtype=dtype)
+    return pn.Params({"a": leaves}) if draw(st.booleans()) else pn.Params(leaves)
+
+
+@pytest.mark.parametrize("rule", [pytest.param(r, id=r.name) for r in RULES])
+@given(data=st.data())
+def test_random_trees_and_settings_keep_updates_pure_finite_and_shaped(rule, data):
+    params = data.draw(random_params())
+    opt = rule.make(**data.draw(st.sampled_from(rule.grid)))
+    state = opt.init(params)
+    for step in range(2):
+        grads = pn.tree.map(lambda p, step=step: gradient(p, step), params)
+        before = [(leaf.clone(), leaf._version) for leaf in pn.tree.leaves((grads, state, params))]
+        updates, new_state = opt.update(grads, state, params)
+        for (old, version), leaf in zip(
+            before, pn.tree.leaves((grads, state, params)), strict=True
+        ):
+            assert leaf._version == version and torch.equal(old, leaf)
+        assert pn.tree.structure(new_state) == pn.tree.structure(state)
+        for u, p in zip(pn.tree.leaves(updates), pn.tree.leaves(params), strict=True):
+            assert (u.shape, u.dtype) == (p.shape, p.dtype) and bool(torch.isfinite(u).all())
+        params, state = pn.apply_updates(params, updates), new_state
+
+
+@pytest.mark.parametrize("rule", [pytest.param(r, id=r.name) for r in RULES])
+def test_every_state_is_named_and_reads_its_count_and_hyperparameters(rule):
+    params = problem(torch.float32)
+    opt = rule.make(**rule.grid[-1])
+    state = opt.init(params)
+    params, state = pn.step(opt, params, pn.tree.map(lambda p: gradient(p, 0), params), state)
+    assert type(state).__name__.lower() == rule.name.removesuffix("w") + "state"
+    assert attrs.has(type(state)) and state.count.dtype == torch.int64 and int(state.count) == 1
+    assert float(state.hyperparams["lr"]) == rule.grid[-1].get(
+        "lr", float(opt.init(params).hyperparams["lr"])
+    )
+    for value in state.hyperparams.values():
+        assert value.dtype == torch.float64 and value.shape == ()
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        state.count = torch.tensor(0)
+    table = str(pn.tree.summary(state))
+    assert "hyperparams.lr" in table and all(path in table for path in pn.tree.paths(state))
+
+
 @pytest.mark.parametrize("rule, kw", CASES)
 def test_zero_learning_rate_leaves_params_unchanged(rule, kw):
     kw = {**kw, "lr": 0.0}

@@ -73,16 +73,17 @@ def _leaf_update(
     param_rms = torch.linalg.vector_norm(p).to(torch.float64) / numel_sqrt
     alpha = torch.maximum(param_rms, s["eps2"]) * s["rho"]
     beta_weight = s["one_minus_beta2"].to(g.dtype)
-    if row is not None and col is not None:
+    if row is not None and col is not None:  # a leaf with >= 2 dims
         row_mean = torch.square(torch.linalg.vector_norm(g, dim=-1, keepdim=True)) / g.size(-1)
         row = torch.lerp(row, row_mean, beta_weight)
         col_mean = torch.square(torch.linalg.vector_norm(g, dim=-2, keepdim=True)) / g.size(-2)
         col = torch.lerp(col, col_mean, beta_weight)
         estimate = (row @ col) / torch.clamp(torch.mean(row, dim=-2, keepdim=True), min=eps1)
-    else:
-        assert var is not None
+    elif var is not None:
         var = torch.lerp(var, g * g, beta_weight)
         estimate = var
+    else:  # _check_state_fits rules this out
+        raise TreeMismatchError("adafactor: the state has no second moment for a leaf")
     direction = torch.rsqrt(torch.clamp(estimate, min=eps1_sq)) * g
     direction_rms = torch.linalg.vector_norm(direction).to(torch.float64) / (numel_sqrt * s["d"])
     scale = -alpha / torch.clamp(direction_rms, min=1.0)

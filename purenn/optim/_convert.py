@@ -17,14 +17,9 @@ from ._twins import Twin, factory_kwargs, group_values, scalar_dtype, twin_of
 __all__ = ["from_torch_state", "to_torch_state"]
 
 
-def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a is b or (
-        a.device == b.device
-        and a.dtype == b.dtype
-        and a.shape == b.shape
-        and a.stride() == b.stride()
-        and a.data_ptr() == b.data_ptr()
-    )
+def _identity(t: torch.Tensor) -> tuple[Any, ...]:
+    """What makes two tensors the same parameter: the same memory, seen the same way."""
+    return (t.device, t.dtype, tuple(t.shape), t.stride(), t.data_ptr())
 
 
 def _match(optimizer: torch.optim.Optimizer, params: Any, owner: str) -> list[list[int]]:
@@ -43,14 +38,10 @@ def _match(optimizer: torch.optim.Optimizer, params: Any, owner: str) -> list[li
             f"{owner}: the optimizer has {len(flat)} params (in {len(groups)} groups) but params "
             f"has {len(leaves)} leaves"
         )
-    identity = {}
-    for index, leaf in enumerate(leaves):
-        hit = next((k for k, (_, _, p) in enumerate(flat) if _same_tensor(leaf, p)), None)
-        if hit is None or hit in identity.values():
-            identity = None
-            break
-        identity[index] = hit
-    order = {k: k for k in range(len(leaves))} if identity is None else identity
+    position = {_identity(p): k for k, (_, _, p) in enumerate(flat)}
+    identity = [position.get(_identity(leaf)) for leaf in leaves]
+    by_identity = None not in identity and len(set(identity)) == len(leaves)
+    order = dict(enumerate(identity)) if by_identity else {k: k for k in range(len(leaves))}
     where = {k: index for index, k in order.items()}
     matched: list[list[int]] = [[] for _ in groups]
     for k, (gi, pi, p) in enumerate(flat):
@@ -113,15 +104,17 @@ def _group_state(
     if "mu_product" in attrs.fields_dict(twin.state_class):
         fields["mu_product"] = entries[0]["mu_product"].detach().clone()
     if "row_var" in attrs.fields_dict(twin.state_class):
-        for name, keep in (("row_var", True), ("col_var", True), ("variance", False)):
-            fields[name] = select(
-                sub_paths,
-                [
-                    e.get(name).detach().clone() if e.get(name) is not None else None
-                    for e in entries
-                ],
-                [(leaf.dim() > 1) == keep for leaf in sub_leaves],
-            )
+        for name, factored in (("row_var", True), ("col_var", True), ("variance", False)):
+            keep = [(leaf.dim() > 1) == factored for leaf in sub_leaves]
+            found = [entry.get(name) for entry in entries]
+            for path, k, value in zip(sub_paths, keep, found, strict=True):
+                if k and not isinstance(value, torch.Tensor):
+                    raise StateError(f"{owner}: the torch state of '{path}' has no {name!r}")
+            copies = [
+                v.detach().clone() if isinstance(v, torch.Tensor) and k else None
+                for v, k in zip(found, keep, strict=True)
+            ]
+            fields[name] = select(sub_paths, copies, keep)
     return attrs.evolve(state, **fields)
 
 
