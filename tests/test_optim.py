@@ -29,7 +29,8 @@ class LionReference(torch.optim.Optimizer):
                 g = -p.grad if group["maximize"] else p.grad
                 m = self.state[p].setdefault("exp_avg", torch.zeros_like(p))
                 c = beta1 * m + (1 - beta1) * g
-                p.add_(-group["lr"] * (torch.sign(c) + group["weight_decay"] * p))
+                sign = torch.where(c.isnan(), c, c.sign())  # sign(NaN) = NaN, as in NumPy and JAX
+                p.add_(-group["lr"] * (sign + group["weight_decay"] * p))
                 m.copy_(beta2 * m + (1 - beta2) * g)
 
 
@@ -366,6 +367,28 @@ def test_every_state_is_named_and_reads_its_count_and_hyperparameters(rule):
         state.count = torch.tensor(0)
     table = str(pn.tree.summary(state))
     assert "hyperparams.lr" in table and all(path in table for path in pn.tree.paths(state))
+
+
+@pytest.mark.parametrize("rule", [pytest.param(r, id=r.name) for r in RULES])
+def test_a_non_finite_gradient_propagates_exactly_as_in_torch(rule):
+    """Rules do not filter NaN or inf (as torch.optim); `apply_if_finite` is the filter."""
+    params = problem(torch.float64)
+    kw = rule.grid[-1]
+    bad = torch.sin(3.0 * params["0.weight"])
+    bad[1, 2] = float("nan")
+    bad[3, 0] = float("inf")
+    grads = pn.tree.set(pn.tree.map(lambda p: gradient(p, 0), params), "0.weight", bad)
+    opt = rule.make(**kw)
+    ours, _ = pn.step(opt, params, grads, opt.init(params))
+    tensors = [torch.nn.Parameter(leaf.clone()) for leaf in pn.tree.leaves(params)]
+    twin = rule.twin(tensors, **kw)
+    for p, g in zip(tensors, pn.tree.leaves(grads), strict=True):
+        p.grad = g.clone()
+    twin.step()
+    reference = pn.tree.unflatten(pn.tree.structure(params), [p.detach() for p in tensors])
+    for a, b in zip(pn.tree.leaves(ours), pn.tree.leaves(reference), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, equal_nan=True)
+    assert not torch.isfinite(ours["0.weight"]).all()
 
 
 @pytest.mark.parametrize("rule, kw", CASES)

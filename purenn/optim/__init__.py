@@ -1,4 +1,9 @@
-"""`pn.optim`: pure update rules (`GradientTransformation`s) with torch.optim's names and numbers."""
+"""`pn.optim`: pure update rules (`GradientTransformation`s) with torch.optim's names and numbers.
+
+Non-finite gradients pass through every rule as through its torch.optim twin (NaN or
+inf in, non-finite out for the elements, or with a norm the leaves, they reach); wrap
+a rule in `apply_if_finite` to skip such updates instead.
+"""
 
 from ._accumulate import AccumulateState as AccumulateState
 from ._accumulate import accumulate as accumulate

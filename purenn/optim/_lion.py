@@ -47,7 +47,9 @@ def _kernel(g: Tensor, p: Tensor | None, m: Tensor, s: Mapping[str, Any]) -> tup
     # Algorithm 2 of Chen et al. (2023), "Symbolic Discovery of Optimization Algorithms".
     if s["maximize"]:
         g = -g
-    direction = torch.sign(s["beta1"] * m + s["one_minus_beta1"] * g)
+    c = s["beta1"] * m + s["one_minus_beta1"] * g
+    # torch.sign(nan) is 0, which would freeze a NaN element silently; keep NaN, as jnp.sign does.
+    direction = torch.where(torch.isnan(c), c, torch.sign(c))
     if p is not None:
         direction = direction + s["weight_decay"] * p
     m = s["beta2"] * m + s["one_minus_beta2"] * g
@@ -69,7 +71,8 @@ def lion(
         update = -lr * (sign(c) + weight_decay * p)      (decoupled weight decay)
         m <- beta2 * m + (1 - beta2) * g
 
-    As `optax.lion` (same defaults except that `lr` has one): every element moves by
+    As `optax.lion` (same defaults except that `lr` has one), including `sign(NaN) = NaN`
+    (torch.sign gives 0, which would freeze the element silently): every element moves by
     exactly `lr` (plus decay), so Lion wants a learning rate 3-10x smaller than AdamW's
     and a weight decay 3-10x larger. torch.optim has no Lion.
 
