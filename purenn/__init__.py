@@ -6,8 +6,11 @@ from . import optim as optim
 from . import random as random
 from . import schedules as schedules
 from . import tree as tree
+from ._checkpoint import load as load
+from ._checkpoint import save as save
 from ._config import config as config
 from ._errors import CheckpointError as CheckpointError
+from ._errors import CheckpointMismatchError as CheckpointMismatchError
 from ._errors import DonatedError as DonatedError
 from ._errors import MutatedError as MutatedError
 from ._errors import PurennError as PurennError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CheckpointMismatchError",
     "DonatedError",
     "MutatedError",
     "PurennError",
@@ -39,3 +40,7 @@ class DonatedError(PurennError, RuntimeError):
 
 class CheckpointError(PurennError, OSError):
     """A checkpoint is missing, truncated, corrupted or does not match what was expected."""
+
+
+class CheckpointMismatchError(CheckpointError, TreeMismatchError):
+    """A checkpoint is intact but does not match `like` (structure, shape or dtype); names the first path."""
