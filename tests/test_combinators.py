@@ -506,3 +506,33 @@ def test_accumulate_state_from_another_every_k_is_rejected():
         ValueError, match="accumulate: the state was made with every_k=2, this rule has 3"
     ):
         optim.accumulate(optim.sgd(0.1), 3).update(params, state, params)
+
+
+BRANCH_FREE = [
+    "accumulate",
+    "apply_if_finite",
+    "lookahead",
+    "multi_transform",
+    "inject_hyperparams",
+    "chain",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [pytest.param(COMBINATORS[n], id=n) for n in BRANCH_FREE])
+def test_a_compiled_step_compiles_once_and_matches_eager(make):
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    opt = make()
+    step = pn.jit(lambda p, s, g: pn.step(opt, p, g, s), backend=backend)
+    params = eager = problem(torch.float32)
+    state = eager_state = opt.init(params)
+    for t in range(8):
+        params, state = step(params, state, grads_at(params, t))
+        eager, eager_state = pn.step(opt, eager, grads_at(eager, t), eager_state)
+    assert len(graphs) == 1
+    pn.testing.assert_tree_close(params, eager, rtol=1e-5, atol=1e-6)

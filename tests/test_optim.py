@@ -746,3 +746,34 @@ def test_hyperparameters_live_in_state_and_can_be_changed_mid_training():
     assert float(state.hyperparams["lr"]) == 0.002 and state.decoupled_weight_decay
     reference = pn.tree.unflatten(pn.tree.structure(params), [p.detach() for p in tensors])
     pn.testing.assert_tree_close(params, reference, rtol=1e-12, atol=1e-14)
+
+
+class CountingBackend:
+    """A torch.compile backend that runs graphs eagerly and counts how many it was given."""
+
+    def __init__(self):
+        self.graphs = 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        return gm.forward
+
+
+def compiled_trajectory(opt, params, steps: int):
+    backend = CountingBackend()
+    step = pn.jit(lambda p, s, g: pn.step(opt, p, g, s), backend=backend)
+    state = opt.init(params)
+    for t in range(steps):
+        params, state = step(params, state, pn.tree.map(lambda p, t=t: gradient(p, t), params))
+    return params, state, backend.graphs
+
+
+@pytest.mark.slow
+def test_a_compiled_step_with_a_schedule_compiles_once():
+    schedule = pn.schedules.warmup_cosine_decay(0.0, 0.01, warmup_steps=5, decay_steps=20)
+    params = problem(torch.float32)
+    compiled, state, graphs = compiled_trajectory(pn.optim.adam(schedule), params, 20)
+    assert graphs == 1  # the count and the learning rate are tensors in the state
+    assert float(state.hyperparams["lr"]) == float(schedule(19))
+    eager = run_purenn(pn.optim.adam(schedule), params, 20)
+    pn.testing.assert_tree_close(compiled, eager, rtol=1e-5, atol=1e-6)

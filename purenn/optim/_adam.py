@@ -65,7 +65,8 @@ def _kernel(
     if s["l2"]:
         g = g + s["weight_decay"] * p
     m = torch.lerp(m, g, s["one_minus_beta1"])
-    v = torch.addcmul(v * s["beta2"], g, g, value=s["one_minus_beta2"])
+    # addcmul's order of operations; addcmul itself would need value= as a Python number (.item()).
+    v = v * s["beta2"] + s["one_minus_beta2"] * g * g
     if vmax is not None:
         vmax = torch.maximum(vmax, v)
     denom = torch.sqrt(vmax if vmax is not None else v) / s["bias_correction2_sqrt"] + s["eps"]
