@@ -13,10 +13,12 @@ from ._errors import CheckpointError as CheckpointError
 from ._errors import CheckpointMismatchError as CheckpointMismatchError
 from ._errors import DonatedError as DonatedError
 from ._errors import MutatedError as MutatedError
+from ._errors import NonFiniteError as NonFiniteError
 from ._errors import PurennError as PurennError
 from ._errors import ShapeError as ShapeError
 from ._errors import StateError as StateError
 from ._errors import TreeMismatchError as TreeMismatchError
+from ._finite import check_finite as check_finite
 from ._grad import grad as grad
 from ._grad import loss as loss
 from ._grad import value_and_grad as value_and_grad

@@ -29,6 +29,12 @@ class Config:
             pytest plugin turns it on for test sessions.
         jit: when False, `pn.jit` runs functions eagerly (same semantics, no
             compilation), for debugging. Default: `PURENN_JIT`, else True.
+        check_finite: when True, `pn.step` checks the new params and optimizer
+            state and raises `pn.NonFiniteError` naming the first path that became
+            NaN or inf, the step (the state's `count`) and whether the gradients
+            were finite. Never inside compiled code (inside `pn.jit`, call
+            `pn.check_finite` on the results instead). Costs one device sync per
+            step. Default: `PURENN_CHECK_FINITE`, else False.
 
     Example:
         >>> import purenn as pn
@@ -36,12 +42,13 @@ class Config:
         ...     pass  # mutation checks on inside this block
     """
 
-    __slots__ = ("debug", "jit")
-    _FIELDS: ClassVar[dict[str, type]] = {"debug": bool, "jit": bool}
+    __slots__ = ("check_finite", "debug", "jit")
+    _FIELDS: ClassVar[dict[str, type]] = {"debug": bool, "jit": bool, "check_finite": bool}
 
     def __init__(self) -> None:
         object.__setattr__(self, "debug", _env_flag("PURENN_DEBUG", False))
         object.__setattr__(self, "jit", _env_flag("PURENN_JIT", True))
+        object.__setattr__(self, "check_finite", _env_flag("PURENN_CHECK_FINITE", False))
 
     def __setattr__(self, name: str, value: Any) -> None:
         expected = self._FIELDS.get(name)

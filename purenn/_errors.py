@@ -7,6 +7,7 @@ __all__ = [
     "CheckpointMismatchError",
     "DonatedError",
     "MutatedError",
+    "NonFiniteError",
     "PurennError",
     "ShapeError",
     "StateError",
@@ -44,3 +45,7 @@ class CheckpointError(PurennError, OSError):
 
 class CheckpointMismatchError(CheckpointError, TreeMismatchError):
     """A checkpoint is intact but does not match `like` (structure, shape or dtype); names the first path."""
+
+
+class NonFiniteError(PurennError, FloatingPointError):
+    """A tree holds NaN or inf where it must not (`pn.check_finite`, `pn.config.check_finite`); names the path."""

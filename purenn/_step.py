@@ -7,7 +7,9 @@ from typing import Any
 import torch
 
 from . import _treeutil
+from ._config import config
 from ._errors import ShapeError
+from ._finite import check_step
 from ._guard import debug_check
 from ._packed import Packed, align
 from ._params import Params
@@ -54,7 +56,9 @@ def step(opt: Any, params: Any, grads: Any, opt_state: Any) -> tuple[Any, Any]:
     """One optimizer step: `(new_params, new_opt_state)`. Pure: no argument is modified.
 
     Equivalent to `updates, s = opt.update(grads, opt_state, params)` followed by
-    `pn.apply_updates(params, updates)`.
+    `pn.apply_updates(params, updates)`. With `pn.config.check_finite` on, a step
+    whose new params or state hold NaN or inf raises `pn.NonFiniteError` naming the
+    first such path and the step.
 
     Example:
         >>> opt = pn.optim.adamw(1e-3)
@@ -69,4 +73,7 @@ def step(opt: Any, params: Any, grads: Any, opt_state: Any) -> tuple[Any, Any]:
         )
     debug_check(params=params, grads=grads, opt_state=opt_state)
     updates, new_state = opt.update(grads, opt_state, params)
-    return apply_updates(params, updates), new_state
+    new_params = apply_updates(params, updates)
+    if config.check_finite:
+        check_step(params, grads, new_params, new_state)
+    return new_params, new_state
