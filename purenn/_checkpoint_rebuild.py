@@ -77,11 +77,11 @@ class _Rebuilder:
     def node(self, rec: Any, path: str) -> Any:
         _expect(isinstance(rec, dict) and isinstance(rec.get("kind"), str), path, "not a node")
         kind = rec["kind"]
-        handler: Callable[[dict[str, Any], str], Any] | None = {
+        handler: Callable[[Any, str], Any] | None = {
             "tensor": self.tensor,
             "none": lambda rec, path: None,
             "params": self.params,
-            "dict": self.dict,
+            "dict": self.mapping,
             "tuple": self.sequence,
             "list": self.sequence,
             "node": self.state_node,
@@ -89,16 +89,13 @@ class _Rebuilder:
         _expect(handler is not None, path, f"unknown node kind {kind!r}")
         return handler(rec, path)  # type: ignore[misc]
 
-    def children(self, rec: dict[str, Any], path: str, entries: list[str]) -> list[Any]:
+    def children(self, rec: Any, path: str, entries: list[str]) -> list[Any]:
         children = rec.get("children")
-        _expect(
-            isinstance(children, list) and len(children) == len(entries),
-            path,
-            "children do not match the entries",
-        )
+        if not isinstance(children, list) or len(children) != len(entries):
+            raise _Malformed(f"at '{shown(path)}': children do not match the entries")
         return [self.node(c, join(path, e)) for c, e in zip(children, entries, strict=True)]
 
-    def params(self, rec: dict[str, Any], path: str) -> Params:
+    def params(self, rec: Any, path: str) -> Params:
         keys = _str_list(rec.get("keys"), path, "Params keys")
         for key in keys:
             _expect(bool(key) and "." not in key, path, f"invalid Params key {key!r}")
@@ -112,18 +109,18 @@ class _Rebuilder:
             )
         return Params._unchecked(tuple(keys), values)
 
-    def dict(self, rec: dict[str, Any], path: str) -> dict[str, Any]:
+    def mapping(self, rec: Any, path: str) -> dict[str, Any]:
         keys = _str_list(rec.get("keys"), path, "dict keys")
         _expect(len(set(keys)) == len(keys), path, "repeated dict keys")
         return dict(zip(keys, self.children(rec, path, keys), strict=True))
 
-    def sequence(self, rec: dict[str, Any], path: str) -> Any:
+    def sequence(self, rec: Any, path: str) -> Any:
         children = rec.get("children")
         _expect(isinstance(children, list), path, "children must be a list")
         values = self.children(rec, path, [str(i) for i in range(len(children))])
         return tuple(values) if rec["kind"] == "tuple" else values
 
-    def state_node(self, rec: dict[str, Any], path: str) -> Any:
+    def state_node(self, rec: Any, path: str) -> Any:
         spec = rec.get("class")
         _expect(isinstance(spec, str) and ":" in spec, path, "node class must be 'module:qualname'")
         cls = lookup_class(spec)
@@ -161,7 +158,7 @@ class _Rebuilder:
         static_values = tuple(_static_value(saved_static[n], join(path, n)) for n in static)
         return cls._pn_unflatten(static_values, children)  # type: ignore[attr-defined]
 
-    def tensor(self, rec: dict[str, Any], path: str) -> torch.Tensor:
+    def tensor(self, rec: Any, path: str) -> torch.Tensor:
         name, dtype_str, shape = rec.get("name"), rec.get("dtype"), rec.get("shape")
         dtype = DTYPES.get(dtype_str) if isinstance(dtype_str, str) else None
         _expect(dtype is not None, path, f"unknown dtype {dtype_str!r}")
@@ -186,11 +183,10 @@ class _Rebuilder:
                 tensor = stored.view(dtype).reshape(shape) if fits else None  # type: ignore[arg-type]
             except (RuntimeError, TypeError):  # a dtype that raw bytes cannot be viewed as
                 tensor = None
-            _expect(
-                tensor is not None,
-                path,
-                f"stored bytes do not hold a {dtype_str} tensor of shape {shape}",
-            )
+            if tensor is None:
+                raise _Malformed(
+                    f"at '{shown(path)}': stored bytes do not hold a {dtype_str} tensor of shape {shape}"
+                )
             return tensor
         _expect(
             stored.dtype == dtype and list(stored.shape) == shape,

@@ -43,6 +43,9 @@ class Config:
     """
 
     __slots__ = ("check_finite", "debug", "jit")
+    check_finite: bool
+    debug: bool
+    jit: bool
     _FIELDS: ClassVar[dict[str, type]] = {"debug": bool, "jit": bool, "check_finite": bool}
 
     def __init__(self) -> None:
