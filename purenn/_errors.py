@@ -24,7 +24,7 @@ class TreeMismatchError(PurennError, ValueError):
 
 
 class ShapeError(PurennError, ValueError):
-    """A tensor has the wrong shape, rank or dtype for where it was passed; the message names it."""
+    """A tensor has the wrong shape, rank, dtype or device for where it was passed; the message names it."""
 
 
 class StateError(PurennError, ValueError):

@@ -43,6 +43,10 @@ def apply_updates(params: Any, updates: Any) -> Any:
             raise ShapeError(
                 f"apply_updates: update '{path}' has shape {tuple(u.shape)} but the param has {tuple(p.shape)}"
             )
+        if p.device != u.device:
+            raise ShapeError(
+                f"apply_updates: update '{path}' is on {u.device} but the param is on {p.device}"
+            )
         new.append(_add(p, u))
     return _treeutil.unflatten(spec, new)
 

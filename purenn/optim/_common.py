@@ -104,6 +104,10 @@ def check_update_args(rule: str, grads: Any, state: Any, params: Any, like: Any)
             raise ShapeError(
                 f"{rule}: grads '{path}' has shape {tuple(g.shape)} but the param has {tuple(ref.shape)}"
             )
+        if g.device != ref.device:
+            raise ShapeError(
+                f"{rule}: grads '{path}' is on {g.device} but the param is on {ref.device}"
+            )
         if g.dtype != ref.dtype:
             raise ShapeError(
                 f"{rule}: grads '{path}' has dtype {g.dtype} but the param has {ref.dtype}"
@@ -112,6 +116,13 @@ def check_update_args(rule: str, grads: Any, state: Any, params: Any, like: Any)
         params_spec = _treeutil.structure(params)
         if params_spec != spec:
             raise _treeutil.mismatch_error(spec, params_spec, "grads", "params")
+        for path, p, ref in zip(
+            paths, _treeutil.flatten(params)[0], _treeutil.flatten(like)[0], strict=True
+        ):
+            if isinstance(p, torch.Tensor) and p.device != ref.device:
+                raise ShapeError(
+                    f"{rule}: params '{path}' is on {p.device} but its optimizer state is on {ref.device}"
+                )
 
 
 def require_params(rule: str, params: Any) -> None:
