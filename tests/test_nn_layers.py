@@ -240,8 +240,13 @@ def test_pool2d_matches_torch(
     kernel, stride, pad, dilation, ceil_mode, count_include_pad, batched, size
 ):
     pad = min(pad, kernel // 2)
+    # Both spatial sizes fit the dilated window, so the 1-d cases (last axis) are valid too.
     x = torch.randn(
-        *((2,) if batched else ()), 3, kernel * dilation + size, kernel + size + 1, dtype=D
+        *((2,) if batched else ()),
+        3,
+        kernel * dilation + size,
+        kernel * dilation + size + 1,
+        dtype=D,
     )
     cases = [
         (
@@ -265,6 +270,13 @@ def test_pool2d_matches_torch(
         sample = x if isinstance(theirs, (nn.MaxPool2d, nn.AvgPool2d)) else x[..., 0, :]
         assert len(ours.init(pn.random.key(0))) == 0
         torch.testing.assert_close(ours.apply(pn.Params(), sample), theirs(sample), rtol=0, atol=0)
+
+
+def test_pool_window_larger_than_a_dilated_input_names_the_layer():
+    with pytest.raises(
+        pn.ShapeError, match=r"max_pool1d layer gets input \(3, 4\), too small for its window"
+    ):
+        pn.nn.max_pool1d(3, None, 0, 2).apply(pn.Params(), torch.randn(3, 4))
 
 
 def test_max_pool_return_indices_and_avg_divisor_and_adaptive():
