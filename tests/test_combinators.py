@@ -438,7 +438,7 @@ def test_inject_hyperparams_errors():
 @pytest.mark.parametrize(
     "make, error, message",
     [
-        (lambda: optim.clip(-1.0), ValueError, "clip: max_delta must be >= 0, got -1.0"),
+        (lambda: optim.clip(-1.0), ValueError, "clip: value must be >= 0, got -1.0"),
         (lambda: optim.clip_by_global_norm(-1.0), ValueError, "max_norm must be >= 0, got -1.0"),
         (lambda: optim.add_decayed_weights(-0.1), ValueError, "Invalid weight_decay value: -0.1"),
         (
@@ -536,3 +536,21 @@ def test_a_compiled_step_compiles_once_and_matches_eager(make):
         eager, eager_state = pn.step(opt, eager, grads_at(eager, t), eager_state)
     assert len(graphs) == 1
     pn.testing.assert_tree_close(params, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_argument_names_follow_the_api_contract():
+    # API.md names: clip(value), add_decayed_weights(wd, mask=None), multi_transform(rules, labels).
+    params = pn.Params({"w": torch.ones(2), "b": torch.ones(1)})
+    grads = pn.Params({"w": torch.full((2,), 5.0), "b": torch.full((1,), -5.0)})
+    updates, _ = optim.clip(value=1.0).update(grads, optim.clip(value=1.0).init(params), params)
+    assert torch.equal(updates["w"], torch.ones(2)) and torch.equal(updates["b"], -torch.ones(1))
+    decay = optim.add_decayed_weights(wd=0.5, mask=None)
+    updates, _ = decay.update(grads, decay.init(params), params)
+    assert torch.equal(updates["w"], torch.full((2,), 5.5))
+    rule = optim.multi_transform(
+        {"a": optim.sgd(1.0), "z": optim.sgd(0.0)}, labels={"w": "a", "*": "z"}
+    )
+    updates, _ = rule.update(grads, rule.init(params), params)
+    assert torch.equal(updates["w"], torch.full((2,), -5.0)) and torch.equal(
+        updates["b"], torch.zeros(1)
+    )

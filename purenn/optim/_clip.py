@@ -31,19 +31,20 @@ class ClipByGlobalNormState:
     hyperparams: Params
 
 
-def clip(max_delta: float) -> GradientTransformation:
-    """Clamp every update element to `[-max_delta, max_delta]`, as `optax.clip`.
+def clip(value: float) -> GradientTransformation:
+    """Clamp every update element to `[-value, value]`, as `optax.clip(max_delta=value)`.
 
-    The same as `torch.nn.utils.clip_grad_value_(params, max_delta)` on the gradients.
+    The same as `torch.nn.utils.clip_grad_value_(params, value)` on the gradients. The
+    state keeps it as `hyperparams["max_delta"]` (Optax's name).
 
     Example:
         >>> opt = pn.optim.chain(pn.optim.clip(1.0), pn.optim.sgd(0.1))
     """
-    if not 0.0 <= max_delta:
-        raise ValueError(f"clip: max_delta must be >= 0, got {max_delta}")
+    if not 0.0 <= value:
+        raise ValueError(f"clip: value must be >= 0, got {value}")
 
     def init(params: Any) -> ClipState:
-        return ClipState(hyperparams=hyperparams(max_delta=max_delta))
+        return ClipState(hyperparams=hyperparams(max_delta=value))
 
     def update(grads: Any, state: ClipState, params: Any = None) -> tuple[Any, ClipState]:
         check_state("clip", state, ClipState)

@@ -33,7 +33,7 @@ class MultiTransformState:
 
 
 def multi_transform(
-    transforms: Mapping[str, GradientTransformation], param_labels: LabelSpec
+    transforms: Mapping[str, GradientTransformation], labels: LabelSpec
 ) -> GradientTransformation:
     """Apply `transforms[label]` to the leaves labelled `label`, as `optax.multi_transform`.
 
@@ -42,7 +42,7 @@ def multi_transform(
 
     Args:
         transforms: a mapping from label to rule.
-        param_labels: a tree of labels with the params' paths, a function
+        labels: a tree of labels with the params' paths, a function
             `params -> such a tree`, or a mapping from glob patterns on dotted paths
             to labels (`fnmatch`, where `*` also matches dots; first match wins):
             `{"*.bias": "no_decay", "*norm*": "no_decay", "*": "decay"}`.
@@ -68,8 +68,8 @@ def multi_transform(
         check_rule("multi_transform", rule, f"transforms[{label!r}]")
 
     def init(params: Any) -> MultiTransformState:
-        paths, labels = resolve(param_labels, params, "multi_transform")
-        for path, label in zip(paths, labels, strict=True):
+        paths, leaf_labels = resolve(labels, params, "multi_transform")
+        for path, label in zip(paths, leaf_labels, strict=True):
             if label not in transforms:
                 raise ValueError(
                     f"multi_transform: param '{path}' has label {label!r}, which has no rule in "
@@ -77,10 +77,10 @@ def multi_transform(
                 )
         leaves = _treeutil.flatten(params)[0]
         inner = {
-            label: rule.init(select(paths, leaves, [lab == label for lab in labels]))
+            label: rule.init(select(paths, leaves, [lab == label for lab in leaf_labels]))
             for label, rule in transforms.items()
         }
-        return MultiTransformState(inner=inner, paths=tuple(paths), labels=tuple(labels))
+        return MultiTransformState(inner=inner, paths=tuple(paths), labels=tuple(leaf_labels))
 
     def update(
         grads: Any, state: MultiTransformState, params: Any = None

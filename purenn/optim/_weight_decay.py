@@ -30,16 +30,14 @@ def _kernel(g: Tensor, p: Tensor, s: Mapping[str, Any]) -> tuple[Tensor]:
     return (g + s["weight_decay"] * p,)
 
 
-def add_decayed_weights(
-    weight_decay: float = 0.0, mask: LabelSpec | None = None
-) -> GradientTransformation:
-    """`updates + weight_decay * params`, leaf by leaf, as `optax.add_decayed_weights`.
+def add_decayed_weights(wd: float = 0.0, mask: LabelSpec | None = None) -> GradientTransformation:
+    """`updates + wd * params`, leaf by leaf, as `optax.add_decayed_weights(weight_decay=wd)`.
 
     Chained before a rule this is coupled L2 decay (as torch.optim's `weight_decay`);
     chained after the learning rate it would be scaled by it, so put it before.
 
     Args:
-        weight_decay: the decay coefficient (>= 0).
+        wd: the decay coefficient (>= 0); the state keeps it as `hyperparams["weight_decay"]`.
         mask: where to decay (see `masked`); None decays every leaf. Typically
             `{"*.bias": False, "*norm*": False, "*": True}`.
 
@@ -47,10 +45,10 @@ def add_decayed_weights(
         >>> opt = pn.optim.chain(pn.optim.add_decayed_weights(1e-4, mask={"*.bias": False, "*": True}),
         ...                      pn.optim.sgd(0.1, momentum=0.9))
     """
-    check_nonnegative("weight_decay", weight_decay)
+    check_nonnegative("weight_decay", wd)
 
     def init(params: Any) -> AddDecayedWeightsState:
-        return AddDecayedWeightsState(hyperparams=hyperparams(weight_decay=weight_decay))
+        return AddDecayedWeightsState(hyperparams=hyperparams(weight_decay=wd))
 
     def update(
         grads: Any, state: AddDecayedWeightsState, params: Any = None
