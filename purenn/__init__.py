@@ -1,5 +1,6 @@
 """purenn: pure functional training for PyTorch."""
 
+from . import distributed as distributed
 from . import losses as losses
 from . import nn as nn
 from . import optim as optim
