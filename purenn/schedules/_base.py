@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any
 
@@ -12,7 +13,7 @@ __all__ = ["Schedule", "as_count", "check_finite", "check_steps"]
 
 
 @attrs.frozen
-class Schedule:
+class Schedule(abc.ABC):
     """A value per step count: `schedule(count) -> float64 0-d tensor`, count from 0.
 
     Subclasses are frozen attrs classes whose fields are the schedule's arguments
@@ -25,8 +26,9 @@ class Schedule:
     def __call__(self, count: int | torch.Tensor) -> torch.Tensor:
         return self.value(as_count(count))
 
+    @abc.abstractmethod
     def value(self, t: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The schedule's value at count `t` (a float64 0-d tensor), computed with tensor ops only."""
 
 
 def as_count(count: Any) -> torch.Tensor:
