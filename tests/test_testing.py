@@ -1,4 +1,5 @@
-"""purenn.testing itself: each check catches a planted bug (and passes the bug-free rule)."""
+"""purenn.testing itself: each check catches a planted bug (and passes the bug-free rule),
+and the strategies generate what they claim."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from typing import Any
 import attrs
 import pytest
 import torch
+from hypothesis import HealthCheck, find, given, settings
+from hypothesis import strategies as st
+from test_optim import RULES
 
 import purenn as pn
 from purenn import testing as pt
 from purenn.optim import GradientTransformation
+from purenn.testing import strategies as S
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -423,3 +428,165 @@ def test_check_messages_for_structure_and_misuse():
         pt.check_donation_equivalence(
             lambda p, q: pn.tree.scale(q, 2.0), (params64(), params64()), (1,), compile=False
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies generate what they claim.
+
+SEARCH = settings(database=None, max_examples=500, suppress_health_check=list(HealthCheck))
+
+
+@given(
+    data=st.data(),
+    dtypes=st.lists(st.sampled_from(S.FLOAT_DTYPES), min_size=1, max_size=3, unique=True),
+)
+def test_params_respect_their_bounds(data, dtypes):
+    p = data.draw(S.params(dtypes=dtypes, max_leaves=3, max_depth=2, max_ndim=2, max_side=3))
+    assert isinstance(p, pn.Params) and p._packed is None
+    paths = pn.tree.paths(p)
+    assert 1 <= len(paths) <= 3 and all(path.count(".") <= 1 for path in paths)
+    leaves = pn.tree.leaves(p)
+    assert len({leaf.dtype for leaf in leaves}) == 1 and leaves[0].dtype in dtypes
+    assert all(leaf.dim() <= 2 and all(s <= 3 for s in leaf.shape) for leaf in leaves)
+    assert all(bool(torch.isfinite(leaf).all()) for leaf in leaves)
+
+
+def test_params_reach_scalars_empty_dims_mixed_dtypes_packing_and_zeros():
+    find(S.params(), lambda p: any(x.dim() == 0 for x in pn.tree.leaves(p)), settings=SEARCH)
+    find(
+        S.params(),
+        lambda p: any(x.numel() == 0 and x.dim() for x in pn.tree.leaves(p)),
+        settings=SEARCH,
+    )
+    find(
+        S.params(max_depth=3),
+        lambda p: any(x.count(".") == 2 for x in pn.tree.paths(p)),
+        settings=SEARCH,
+    )
+    mixed = S.params(dtypes=S.FLOAT_DTYPES, mixed_dtypes=True, min_leaves=4)
+    find(mixed, lambda p: len({x.dtype for x in pn.tree.leaves(p)}) > 1, settings=SEARCH)
+    find(S.params(packed=None), lambda p: p._packed is not None, settings=SEARCH)
+    find(
+        S.params(),
+        lambda p: any(x.numel() and not x.any() for x in pn.tree.leaves(p)),
+        settings=SEARCH,
+    )
+
+
+@given(p=S.params(scalars=False, empty=False, packed=True))
+def test_params_without_scalars_or_empty_dims_and_packed(p):
+    assert all(x.dim() and x.numel() for x in pn.tree.leaves(p)) and p._packed is not None
+
+
+@given(data=st.data())
+def test_grads_are_shaped_like_params_and_finite_unless_asked(data):
+    p = data.draw(S.params(dtypes=S.FLOAT_DTYPES, mixed_dtypes=True, packed=None))
+    g = data.draw(S.grads_like(p))
+    assert pn.tree.structure(g) == pn.tree.structure(p)
+    for a, b in zip(pn.tree.leaves(g), pn.tree.leaves(p), strict=True):
+        assert (a.shape, a.dtype, a.device) == (b.shape, b.dtype, b.device)
+        assert bool(torch.isfinite(a).all())
+    assert (g._packed is not None) == (p._packed is not None)
+
+
+def test_grads_reach_zeros_tiny_huge_and_non_finite_values():
+    p = pn.Params({"w": torch.zeros(8), "v": torch.zeros(3, dtype=torch.float16)})
+    tiny, huge = (
+        math.sqrt(torch.finfo(torch.float32).tiny),
+        math.sqrt(torch.finfo(torch.float32).max),
+    )
+
+    def w(g):
+        return g["w"].abs()
+
+    find(S.grads_like(p), lambda g: not w(g).any(), settings=SEARCH)
+    find(S.grads_like(p), lambda g: 0 < float(w(g).max()) < 100 * tiny, settings=SEARCH)
+    find(S.grads_like(p), lambda g: huge / 1e3 < float(w(g).max()) < huge, settings=SEARCH)
+    find(S.grads_like(p, nonfinite=True), lambda g: bool(g["w"].isnan().any()), settings=SEARCH)
+    find(S.grads_like(p, nonfinite=True), lambda g: bool(g["v"].isinf().any()), settings=SEARCH)
+
+
+@given(g=S.grads_like(pn.Params({"w": torch.zeros(8)}), magnitudes=("normal",)))
+def test_grads_of_normal_magnitude_only(g):
+    assert bool(g["w"].any()) and float(g["w"].abs().max()) < 10
+
+
+@pytest.mark.parametrize("rule", [pytest.param(r, id=r.name) for r in RULES])
+@settings(max_examples=20)
+@given(data=st.data())
+def test_hyperparams_are_valid_for_the_rule_and_its_torch_twin(rule, data):
+    dtype = data.draw(st.sampled_from(S.FLOAT_DTYPES))
+    kwargs = data.draw(S.hyperparams(rule.make, dtype=dtype))
+    rule.make(**kwargs)
+    rule.twin([torch.zeros(2, requires_grad=True)], **kwargs)  # raises on what torch rejects
+    for name in ("eps",):
+        value = kwargs.get(name)
+        for eps in value if isinstance(value, tuple) else [value]:
+            assert eps is None or eps >= torch.finfo(dtype).tiny
+
+
+@given(data=st.data())
+def test_hyperparams_cover_the_combinators_and_take_overrides(data):
+    for factory in S.supported_rules():
+        factory(**data.draw(S.hyperparams(factory)))
+    kwargs = data.draw(S.hyperparams("sgd", momentum=0.0, lr=st.sampled_from([0.5, 0.25])))
+    assert kwargs["momentum"] == 0.0 and kwargs["lr"] in (0.5, 0.25) and not kwargs["nesterov"]
+    nesterov = data.draw(S.hyperparams(pn.optim.sgd, nesterov=True))
+    assert nesterov["momentum"] > 0 and nesterov["dampening"] == 0
+
+
+def test_hyperparams_for_unknown_rules_or_arguments_say_what_is_supported():
+    with pytest.raises(
+        ValueError,
+        match=r"hyperparams: no hyperparameter strategy for test_hyperparams_for_unknown.*<locals>"
+        r"\.mine; supported: sgd, adam, adamw, rmsprop, .*, lamb, adafactor",
+    ):
+
+        def mine(lr):
+            return pn.optim.sgd(lr)
+
+        S.hyperparams(mine)
+    with pytest.raises(
+        ValueError, match=r"hyperparams: adam takes no argument\(s\) \['momentum'\]"
+    ):
+        S.hyperparams(pn.optim.adam, momentum=0.9)
+    with pytest.raises(ValueError, match=r"params_for: no hyperparameter strategy for 'novel'"):
+        S.params_for("novel")
+
+
+def test_params_for_other_rules_may_have_empty_dimensions():
+    find(
+        S.params_for(pn.optim.adam),
+        lambda p: any(x.numel() == 0 for x in pn.tree.leaves(p)),
+        settings=SEARCH,
+    )
+
+
+@given(p=S.params_for(pn.optim.adafactor, min_leaves=4))
+def test_params_for_adafactor_have_no_empty_leaves(p):
+    assert all(x.numel() for x in pn.tree.leaves(p))
+
+
+@given(case=S.schedule_cases(kinds=("linear", "exponential_decay")))
+def test_schedule_cases_are_of_the_asked_kinds(case):
+    assert type(case.schedule).__name__ in ("Linear", "ExponentialDecay")
+    assert case.points and all(isinstance(t, int) for t in case.points)
+
+
+def test_schedule_strategies_reject_unknown_kinds_and_give_callables():
+    with pytest.raises(ValueError, match=r"schedule_cases: unknown kinds \['sawtooth'\]"):
+        S.schedule_cases(kinds=("sawtooth",))
+    assert callable(find(S.schedules(), callable, settings=SEARCH))
+    lr = find(S.hyperparams(pn.optim.sgd, lr=S.schedules()), lambda kw: True, settings=SEARCH)["lr"]
+    assert float(lr(0)) >= 0.0
+
+
+@given(problem=S.problems(steps=3, packed=True))
+def test_problems_carry_one_gradient_per_step(problem):
+    assert len(problem.grads) == 3 and problem.params._packed is not None
+    assert problem.grad_fn(problem.params, 4) is problem.grads[1]
+
+
+def test_problems_take_a_params_strategy_or_options_not_both():
+    with pytest.raises(ValueError, match=r"pass params_strategy or params options, not both"):
+        find(S.problems(params_strategy=S.params(), max_leaves=2), bool, settings=SEARCH)
