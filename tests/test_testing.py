@@ -1,8 +1,9 @@
 """purenn.testing itself: each check catches a planted bug (and passes the bug-free rule),
-and the strategies generate what they claim."""
+the strategies generate what they claim, the pytest plugin works, and the example runs."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -590,3 +591,48 @@ def test_problems_carry_one_gradient_per_step(problem):
 def test_problems_take_a_params_strategy_or_options_not_both():
     with pytest.raises(ValueError, match=r"pass params_strategy or params options, not both"):
         find(S.problems(params_strategy=S.params(), max_leaves=2), bool, settings=SEARCH)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pytest plugin and the example.
+
+
+def test_the_plugin_turns_on_the_mutation_guard():
+    assert pn.config.debug
+    opt, params = pn.optim.adam(), pn.Params({"w": torch.zeros(2)})
+    state = opt.init(params)
+    pn.tree.leaves(state.exp_avg)[0].add_(1.0)
+    with pytest.raises(pn.MutatedError, match=r"opt_state\.exp_avg\.w was modified in place"):
+        pn.step(opt, params, params, state)
+
+
+def test_the_plugin_fixtures(pn_key, assert_tree_close):
+    assert torch.equal(pn_key, pn.random.key(0))
+    assert assert_tree_close is pt.assert_tree_close
+    assert_tree_close(pn.Params({"w": torch.ones(2)}), pn.Params({"w": torch.ones(2)}))
+
+
+def test_the_plugin_is_registered_as_an_entry_point(pytester):
+    pytester.makepyfile(
+        """
+        import purenn as pn
+        import torch
+
+        def test_fixtures_without_imports(pn_key, assert_tree_close):
+            assert pn.config.debug
+            assert_tree_close(pn_key, pn.random.key(0))
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_the_example_property_tests_run():
+    path = ROOT / "examples" / "property_test_custom_rule.py"
+    spec = importlib.util.spec_from_file_location("property_test_custom_rule", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tests = [getattr(module, name) for name in dir(module) if name.startswith("test_")]
+    assert len(tests) >= 3
+    for test in tests:
+        test()
