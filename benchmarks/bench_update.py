@@ -24,6 +24,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# --threads N pins every contender (torch's intra-op pool and XLA's) to N threads; set before imports.
+if "--threads" in sys.argv:
+    _n = sys.argv[sys.argv.index("--threads") + 1]
+    os.environ.update(
+        OMP_NUM_THREADS=_n,
+        XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if _n != '1' else 'false'} intra_op_parallelism_threads={_n}",
+    )
+
 # A cold compile cache unless asked otherwise, so that "first call" is the real compile time.
 if "--warm-cache" not in sys.argv and not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="purenn-bench-inductor-")
@@ -236,11 +244,16 @@ def main() -> None:
         "--memory-worker", nargs=2, metavar=("VARIANT", "SET"), help=argparse.SUPPRESS
     )
     parser.add_argument(
+        "--threads", type=int, default=None, help="threads per contender (torch and XLA)"
+    )
+    parser.add_argument(
         "--warm-cache",
         action="store_true",
         help="reuse inductor's on-disk cache (default: a fresh one)",
     )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_worker:
         memory_worker(*args.memory_worker, args.device)
         return

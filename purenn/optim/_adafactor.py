@@ -86,7 +86,8 @@ def _leaf_update(
         raise TreeMismatchError("adafactor: the state has no second moment for a leaf")
     direction = torch.rsqrt(torch.clamp(estimate, min=eps1_sq)) * g
     direction_rms = torch.linalg.vector_norm(direction).to(torch.float64) / (numel_sqrt * s["d"])
-    scale = -alpha / torch.clamp(direction_rms, min=1.0)
+    # max(1, rms) as torch.optim.Adafactor's Python max: 1 when rms is NaN (clamp would keep the NaN).
+    scale = -alpha / torch.where(direction_rms > 1.0, direction_rms, 1.0)
     update = direction * scale.to(direction.dtype)
     if s["decay"]:
         update = update - p * s["lr_decay"].to(p.dtype)

@@ -50,9 +50,10 @@ def leafwise(
     for i in range(n_leaves):
         leaf = first[i]
         dtype = leaf.dtype
-        s = cast.get((dtype, leaf.device))
+        cache_key = (dtype, leaf.device, leaf.dim() == 0)
+        s = cast.get(cache_key)
         if s is None:
-            s = cast[(dtype, leaf.device)] = _cast(scalars, leaf)
+            s = cast[cache_key] = _cast(scalars, leaf)
         results = kernel(*(col[i] if col is not None else None for col in columns), s)
         for present, out, result in zip(outputs, results_by_output, results, strict=True):
             if present:
@@ -69,7 +70,9 @@ def _cast(scalars: Mapping[str, torch.Tensor | float], leaf: torch.Tensor) -> di
     Eagerly they stay on the CPU (a CPU 0-d operand costs no copy); a compiled kernel
     reads them from a buffer, which must then live on the leaf's device.
     """
-    compute = _compute_dtype(leaf.dtype)
+    # A 0-d leaf would be promoted by a float32 0-d scalar (0-d operands promote each other),
+    # where torch.optim's Python floats keep it in its dtype: give its scalars the leaf's dtype.
+    compute = leaf.dtype if leaf.dim() == 0 else _compute_dtype(leaf.dtype)
     device = leaf.device if torch.compiler.is_compiling() else None
     names = [k for k, v in scalars.items() if isinstance(v, torch.Tensor)]
     values = materialize([scalars[k].to(device=device, dtype=compute) for k in names])
