@@ -212,19 +212,23 @@ def _write_into(
     Returns the results (donated buffers where written) and the paths of the donated
     buffers no result could use.
     """
-    free = list(range(len(donated)))
+    # A result that *is* a donated input (passed through unchanged) keeps that buffer: it is
+    # reserved first, so no other result is written over the values it must return.
+    passed_through = {j for j, d in enumerate(donated) if any(r is d for r in results)}
+    free = [j for j in range(len(donated)) if j not in passed_through]
     written = []
     with torch.no_grad():
         for result in results:
+            if any(result is donated[j] for j in passed_through):
+                written.append(result)
+                continue
             match = next((j for j in free if _same_kind(donated[j], result)), None)
             if match is None:
                 written.append(result)
                 continue
             free.remove(match)
-            target = donated[match]
-            if result is not target:
-                target.copy_(result)
-            written.append(target)
+            donated[match].copy_(result)
+            written.append(donated[match])
     return written, tuple(paths[j] for j in free if donated[j].numel() > 0)
 
 

@@ -321,9 +321,22 @@ RULE_FACTORIES = [
 def test_every_rule_compiles_into_one_graph_and_matches_eager(make):
     opt = make()
     backend = CountingBackend()
-    step = pn.jit(lambda p, s, g: pn.step(opt, p, g, s), donate_argnums=(0, 1), backend=backend, fullgraph=True)
+    step = pn.jit(
+        lambda p, s, g: pn.step(opt, p, g, s),
+        donate_argnums=(0, 1),
+        backend=backend,
+        fullgraph=True,
+    )
     params, grads = problem()
     expected = run(lambda p, s, g: pn.step(opt, p, g, s), params, opt.init(params), grads, 3)
     got = run(step, pn.tree.map(torch.clone, params), opt.init(params), grads, 3)
     assert backend.graphs == 1
     pn.testing.assert_tree_close(got, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("compile", [True, False], ids=["compiled", "eager"])
+def test_a_donated_input_returned_unchanged_keeps_its_values(compile):
+    # The new output of the same shape must not be written over the passed-through input.
+    fn = pn.jit(lambda x: (x * 2, x), donate_argnums=0, compile=compile, backend=CountingBackend())
+    doubled, same = fn(torch.ones(3))
+    assert torch.equal(doubled, torch.full((3,), 2.0)) and torch.equal(same, torch.ones(3))
