@@ -7,7 +7,6 @@ scalars, empty tensors, NaN gradients), that lr=0 leaves params alone, that it i
 the gradient's scale, and that a step never moves an element by more than lr.
 
     python -m pytest examples/property_test_custom_rule.py
-    python -m pytest examples/property_test_custom_rule.py --hypothesis-profile=thorough
 """
 
 from __future__ import annotations
@@ -49,7 +48,9 @@ def test_pure_deterministic_and_shaped(problem, lr, beta):
 @given(problem=problems, **hyper)
 def test_zero_lr_scale_invariance_and_bounded_steps(problem, lr, beta):
     pt.check_zero_lr_identity(signum, problem.params, problem.grad_fn, beta=beta)
-    pt.check_scale_invariance(signum(lr, beta), problem.params, problem.grad_fn)
+    # Powers of two scale exactly, so momenta that cancel to 0 do so at every scale (sign is
+    # discontinuous there; a 0.01 scaling rounds differently and can miss the cancellation).
+    pt.check_scale_invariance(signum(lr, beta), problem.params, problem.grad_fn, scales=(0.25, 8.0))
     pt.check_first_step_bounded(signum(lr, beta), problem.params, problem.grads[0], lr=lr)
 
 
