@@ -122,6 +122,16 @@ def test_clip_by_global_norm_gives_min_of_norm_and_max_norm_and_keeps_direction(
     pn.testing.assert_tree_close(clipped, pn.tree.scale(grads, factor), rtol=1e-12, atol=0.0)
 
 
+@pytest.mark.parametrize("max_norm", [0.0, 1.0])
+def test_clip_by_global_norm_of_zero_gradients_is_zero_not_nan(max_norm):
+    # Regression: `norm < max_norm` sent norm = max_norm = 0 to the 0 / 0 branch (the
+    # property suite found it with a float16 scalar).
+    grads = pn.tree.zeros_like(problem())
+    opt = optim.clip_by_global_norm(max_norm)
+    clipped, _ = opt.update(grads, opt.init(grads))
+    pn.testing.assert_tree_equal(clipped, grads)
+
+
 def test_clip_equals_torch_clip_grad_value():
     grads = pn.tree.scale(problem(), 2.0)
     opt = optim.clip(0.7)

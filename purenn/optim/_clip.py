@@ -64,8 +64,10 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
     With `n = sqrt(sum_i ||u_i||^2)` over all leaves (each leaf's norm in its dtype):
 
-        u <- u                      if n < max_norm
+        u <- u                      if n <= max_norm
         u <- u / n * max_norm       otherwise
+
+    so a zero gradient stays zero even with `max_norm = 0` (no `0 / 0`).
 
     Unlike `torch.nn.utils.clip_grad_norm_` there is no `+ 1e-6` in the divisor, so the
     clipped norm is `max_norm` to rounding; branch-free (`torch.where`), so it compiles
@@ -86,7 +88,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         check_state("clip_by_global_norm", state, ClipByGlobalNormState)
         limit = state.hyperparams["max_norm"]
         norm = global_norm(grads)
-        keep = norm < limit
+        keep = norm <= limit  # `<=`: n = max_norm = 0 must not divide 0 by 0
 
         def scale(g: torch.Tensor) -> torch.Tensor:
             return torch.where(keep, g, g / norm.to(g.dtype) * limit.to(g.dtype))
