@@ -34,12 +34,12 @@ def pack(tree: Any) -> Any:
 def pack_large(tree: Any) -> Any:
     """Pack the Params in `tree` that hold any non-scalar leaf (not e.g. a rule's 0-d hyperparameters)."""
 
-    def maybe(p: Params) -> Params:
-        if p._packed is not None or not any(leaf.dim() > 0 for leaf in _treeutil.flatten(p)[0]):
-            return p
-        return _pack_params(p)
+    def needs_packing(p: Params) -> bool:
+        return p._packed is None and any(leaf.dim() > 0 for leaf in _treeutil.flatten(p)[0])
 
-    return _map_params(tree, maybe)
+    if not any(isinstance(n, Params) and needs_packing(n) for n in nodes(tree)):
+        return tree  # the same object: every later call of a donating pn.jit takes this path
+    return _map_params(tree, lambda p: _pack_params(p) if needs_packing(p) else p)
 
 
 def _map_params(tree: Any, fn: Any) -> Any:

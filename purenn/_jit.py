@@ -84,8 +84,8 @@ class Jitted:
             # First call: move donated Params into flat buffers (one copy); from then on they arrive packed.
             args = tuple(pack_large(a) if i in donated else a for i, a in enumerate(args))
             flat = [
-                _rebuild.flatten(a, self._arg(i)) if i in donated else f
-                for i, (a, f) in enumerate(zip(args, flat, strict=True))
+                _rebuild.flatten(a, self._arg(i)) if a is not original else f
+                for i, (a, original, f) in enumerate(zip(args, originals, flat, strict=True))
             ]
 
         key = (tuple(f[0] for f in flat), kw_flat[0])
@@ -110,7 +110,8 @@ class Jitted:
         for i in donated:
             message = _DEAD.format(arg=self._arg(i), fn=self._name, call=self._calls)
             kill(originals[i], message)
-            kill(args[i], message)
+            if args[i] is not originals[i]:
+                kill(args[i], message)
         return out
 
     def _check_donation(self, flat: list[Any], kw_flat: Any, donated: set[int]) -> None:
