@@ -33,9 +33,10 @@ def leafwise(
     kernel at every leaf. `outputs` says, per kernel output, whether it is a tree
     (True) or always None (False: the kernel returns None there). `s` is `scalars`
     with every tensor cast to the leaf's compute dtype (float64 for float64,
-    float32 otherwise): multiplying an n-d tensor by a float64 0-d tensor would cast
-    it that way anyway, and the explicit cast keeps 0-d leaves, where 0-d operands
-    promote, in their own dtype. Outputs are cast back to the first tree's leaf dtype.
+    float32 otherwise), as an n-d tensor computes with a 0-d one anyway; a 0-d leaf
+    runs as a 1-element view, so that, as for n-d leaves and torch.optim's Python
+    floats, a scalar neither promotes it nor loses precision to its dtype. Outputs are
+    cast back to the first tree's leaf dtype.
     """
     aligned = align(trees)
     if aligned is not None:
@@ -50,14 +51,21 @@ def leafwise(
     for i in range(n_leaves):
         leaf = first[i]
         dtype = leaf.dtype
-        cache_key = (dtype, leaf.device, leaf.dim() == 0)
+        cache_key = (dtype, leaf.device)
         s = cast.get(cache_key)
         if s is None:
             s = cast[cache_key] = _cast(scalars, leaf)
-        results = kernel(*(col[i] if col is not None else None for col in columns), s)
+        tensors = [col[i] if col is not None else None for col in columns]
+        if leaf.dim() == 0:
+            # Two 0-d operands promote each other (a float32 scalar would turn a bfloat16 leaf
+            # into float32); a 1-element view keeps the leaf's dtype with the scalar at full
+            # precision, as torch.optim's Python floats do.
+            tensors = [t.reshape(1) if t is not None else None for t in tensors]
+        results = kernel(*tensors, s)
         for present, out, result in zip(outputs, results_by_output, results, strict=True):
             if present:
-                out.append(result if result.dtype == dtype else result.to(dtype))
+                result = result if result.dtype == dtype else result.to(dtype)
+                out.append(result.reshape(()) if leaf.dim() == 0 else result)
     return [
         _treeutil.unflatten(spec, out) if present else None
         for present, out in zip(outputs, results_by_output, strict=True)
@@ -70,9 +78,7 @@ def _cast(scalars: Mapping[str, torch.Tensor | float], leaf: torch.Tensor) -> di
     Eagerly they stay on the CPU (a CPU 0-d operand costs no copy); a compiled kernel
     reads them from a buffer, which must then live on the leaf's device.
     """
-    # A 0-d leaf would be promoted by a float32 0-d scalar (0-d operands promote each other),
-    # where torch.optim's Python floats keep it in its dtype: give its scalars the leaf's dtype.
-    compute = leaf.dtype if leaf.dim() == 0 else _compute_dtype(leaf.dtype)
+    compute = _compute_dtype(leaf.dtype)
     device = leaf.device if torch.compiler.is_compiling() else None
     names = [k for k, v in scalars.items() if isinstance(v, torch.Tensor)]
     values = materialize([scalars[k].to(device=device, dtype=compute) for k in names])
