@@ -58,7 +58,23 @@ class Layout:
     builder: tuple[Any, ...] = attrs.field(eq=False, repr=False)
 
     def views(self, buffers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return [buffers[s.group][s.offset : s.offset + s.numel].view(s.shape) for s in self.slots]
+        """Each leaf as a view into its buffer, in leaf order.
+
+        One `torch.split` per buffer rather than a slice per leaf: differentiated
+        through the buffer, a split's backward is one `cat` of the leaves' gradients,
+        which inductor lowers to copies into the flat gradient (matmul outputs often
+        written there directly), where per-leaf slices' backward is a sum of
+        zero-padded pieces that the update loop then re-reads with one masked load per
+        leaf for every vector (3x slower on a 6-leaf MLP).
+        """
+        sizes: list[list[int]] = [[] for _ in self.groups]
+        for slot in self.slots:
+            sizes[slot.group].append(slot.numel)
+        pieces = [
+            iter(torch.split(buffer, group_sizes))
+            for buffer, group_sizes in zip(buffers, sizes, strict=True)
+        ]
+        return [next(pieces[slot.group]).view(slot.shape) for slot in self.slots]
 
 
 class Packed(NamedTuple):
