@@ -15,6 +15,7 @@ import torch
 
 from ._checkpoint_record import (
     DTYPES,
+    MAX_DEPTH,
     NATIVE_CODES,
     STATIC_SCALARS,
     dtype_name,
@@ -73,8 +74,18 @@ class _Rebuilder:
     def __init__(self, tensors: Mapping[str, torch.Tensor], used: set[str]) -> None:
         self.tensors = tensors
         self.used = used
+        self.depth = 0
 
     def node(self, rec: Any, path: str) -> Any:
+        if self.depth >= MAX_DEPTH:
+            raise _Malformed(f"nested too deeply (more than {MAX_DEPTH} levels)")
+        self.depth += 1
+        try:
+            return self._node(rec, path)
+        finally:
+            self.depth -= 1
+
+    def _node(self, rec: Any, path: str) -> Any:
         _expect(isinstance(rec, dict) and isinstance(rec.get("kind"), str), path, "not a node")
         kind = rec["kind"]
         handler: Callable[[Any, str], Any] | None = {

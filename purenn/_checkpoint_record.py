@@ -21,6 +21,7 @@ from ._params import Params
 
 __all__ = [
     "DTYPES",
+    "MAX_DEPTH",
     "NATIVE_CODES",
     "STATIC_SCALARS",
     "Encoded",
@@ -35,6 +36,11 @@ __all__ = [
 ]
 
 Node = dict[str, Any]
+
+# How deeply a saved tree may nest. Writer and reader share the limit, so every file
+# `pn.save` writes loads back; a hand-made deeper record is refused by count, not by
+# whatever RecursionError the current stack depth and recursion limit would allow.
+MAX_DEPTH = 100
 
 # Dtypes every safetensors version stores natively (readable by any safetensors tool);
 # tensors of other dtypes (complex, float8, unsigned >8 bit) are stored as their raw bytes.
@@ -104,8 +110,21 @@ class _Encoder:
     def __init__(self, tensors: dict[str, torch.Tensor] | None, who: str) -> None:
         self.tensors = tensors
         self.who = who
+        self.depth = 0
 
     def node(self, x: Any, path: str) -> Node:
+        if self.depth >= MAX_DEPTH:
+            raise ValueError(
+                f"{self.who}: '{shown(path)[:200]}' is nested more than {MAX_DEPTH} levels deep; "
+                "checkpoints hold trees up to that depth"
+            )
+        self.depth += 1
+        try:
+            return self._node(x, path)
+        finally:
+            self.depth -= 1
+
+    def _node(self, x: Any, path: str) -> Node:
         if isinstance(x, torch.Tensor):
             return self.tensor(x, path)
         if x is None:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import purenn as pn
 from purenn import _checkpoint, _checkpoint_file
+from purenn._checkpoint_record import MAX_DEPTH
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -544,6 +545,30 @@ def test_hand_made_records_are_refused_without_running_code(tmp_path, case):
     with pytest.raises(pn.CheckpointError, match=message):
         pn.load(tmp_path / "ck.safetensors")
     assert "evil_module" not in sys.modules
+
+
+def test_depth_limit_is_counted_not_left_to_the_recursion_limit(tmp_path):
+    # A raised recursion limit (hypothesis raises it while it runs) once let a 300-deep
+    # hand-made record through; the reader now counts levels.
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        write_record(tmp_path / "ck.safetensors", _deep(300))
+        with pytest.raises(pn.CheckpointError, match=r"nested too deeply \(more than 100 levels\)"):
+            pn.load(tmp_path / "ck.safetensors")
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def test_the_deepest_tree_save_accepts_loads_back_and_one_level_more_is_refused(tmp_path):
+    nested: object = torch.ones(1)
+    for _ in range(MAX_DEPTH - 1):
+        nested = [nested]
+    pn.save(tmp_path / "ck.safetensors", nested)
+    pn.testing.assert_tree_equal(pn.load(tmp_path / "ck.safetensors"), nested)
+    with pytest.raises(ValueError, match=r"nested more than 100 levels deep"):
+        pn.save(tmp_path / "deeper.safetensors", [nested])
+    assert not (tmp_path / "deeper.safetensors").exists()
 
 
 def test_shape_in_the_record_must_match_the_file(tmp_path):
