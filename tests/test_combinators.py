@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from test_optim import gradient, problem
 
 import purenn as pn
 from purenn import optim
 from purenn import schedules as S
-
-
-def problem(dtype: torch.dtype = torch.float64, seed: int = 0) -> pn.Params:
-    g = torch.Generator().manual_seed(seed)
-    return pn.Params(
-        {
-            "0": {
-                "weight": torch.randn(4, 3, generator=g, dtype=dtype),
-                "bias": torch.randn(4, generator=g, dtype=dtype),
-            },
-            "1": {"weight": torch.randn(2, 2, 2, generator=g, dtype=dtype)},
-            "scale": torch.randn((), generator=g, dtype=dtype),
-        }
-    )
-
-
-def gradient(p: torch.Tensor, step: int) -> torch.Tensor:
-    return torch.sin(3.0 * p) + 0.3 * p + 0.1 * math.cos(step)
 
 
 def grads_at(params: pn.Params, step: int) -> pn.Params:

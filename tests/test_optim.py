@@ -239,7 +239,8 @@ CASES = [
 ]
 
 
-def problem(dtype: torch.dtype, seed: int = 0) -> pn.Params:
+def problem(dtype: torch.dtype = torch.float64, seed: int = 0) -> pn.Params:
+    """A small tree with every leaf kind the rules meet: matrices, a vector, a 3-d block, a scalar."""
     g = torch.Generator().manual_seed(seed)
     return pn.Params(
         {

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import io
-import math
 
 import pytest
 import torch
+from test_optim import gradient, problem
 
 import purenn as pn
 from purenn import optim
@@ -29,24 +29,6 @@ TWINS = [
     (torch.optim.Adafactor, {"lr": 0.01, "weight_decay": 0.1}),
 ]
 CASES = [pytest.param(cls, kw, id=f"{cls.__name__}-{i}") for i, (cls, kw) in enumerate(TWINS)]
-
-
-def problem(dtype: torch.dtype = torch.float64) -> pn.Params:
-    g = torch.Generator().manual_seed(0)
-    return pn.Params(
-        {
-            "0": {
-                "weight": torch.randn(4, 3, generator=g, dtype=dtype),
-                "bias": torch.randn(4, generator=g, dtype=dtype),
-            },
-            "1": {"weight": torch.randn(2, 2, 2, generator=g, dtype=dtype)},
-            "scale": torch.randn((), generator=g, dtype=dtype),
-        }
-    )
-
-
-def gradient(p: torch.Tensor, step: int) -> torch.Tensor:
-    return torch.sin(3.0 * p) + 0.3 * p + 0.1 * math.cos(step)
 
 
 def torch_steps(opt: torch.optim.Optimizer, tensors: list[torch.Tensor], steps: range) -> None:
