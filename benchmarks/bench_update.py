@@ -18,30 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-# --threads N pins every contender (torch's intra-op pool and XLA's) to N threads; set before imports.
-if "--threads" in sys.argv:
-    _n = sys.argv[sys.argv.index("--threads") + 1]
-    os.environ.update(
-        OMP_NUM_THREADS=_n,
-        XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if _n != '1' else 'false'} intra_op_parallelism_threads={_n}",
-    )
-
-# A cold compile cache unless asked otherwise, so that "first call" is the real compile time.
-if "--warm-cache" not in sys.argv and not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="purenn-bench-inductor-")
-
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _harness as h
+import _env
 
-import purenn as pn
+_env.configure(sys.argv)  # thread counts and the inductor cache are read when torch is imported
+
+import _harness as h  # noqa: E402
+import torch  # noqa: E402
+
+import purenn as pn  # noqa: E402
 
 SETS = {
     "16M": (1, 16_000_000),
