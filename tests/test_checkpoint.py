@@ -548,8 +548,8 @@ def test_hand_made_records_are_refused_without_running_code(tmp_path, case):
 
 
 def test_depth_limit_is_counted_not_left_to_the_recursion_limit(tmp_path):
-    # A raised recursion limit (hypothesis raises it while it runs) once let a 300-deep
-    # hand-made record through; the reader now counts levels.
+    # The limit used to be wherever RecursionError struck: with a raised recursion limit a
+    # 300-deep hand-made record loaded (a suspected cause of one unreproduced test failure).
     old = sys.getrecursionlimit()
     sys.setrecursionlimit(100_000)
     try:
