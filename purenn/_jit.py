@@ -76,15 +76,15 @@ class Jitted:
                     "arguments (donated arguments must be passed positionally)"
                 )
         donated = set(self.donate_argnums)
-        flat = [_rebuild.flatten(a, self._arg(i)) for i, a in enumerate(args)]
-        kw_flat = _rebuild.flatten(kwargs, "keyword")
+        flat = [_rebuild.flatten(a, self._arg(i), mark_scalars=True) for i, a in enumerate(args)]
+        kw_flat = _rebuild.flatten(kwargs, "keyword", mark_scalars=True)
         if donated:
             self._check_donation(flat, kw_flat, donated)
             originals = args
             # First call: move donated Params into flat buffers (one copy); from then on they arrive packed.
             args = tuple(pack_large(a) if i in donated else a for i, a in enumerate(args))
             flat = [
-                _rebuild.flatten(a, self._arg(i)) if a is not original else f
+                _rebuild.flatten(a, self._arg(i), mark_scalars=True) if a is not original else f
                 for i, (a, original, f) in enumerate(zip(args, originals, flat, strict=True))
             ]
 
@@ -98,7 +98,19 @@ class Jitted:
                     donated_paths.extend(f[2])
                 start += len(f[1])
             entry = self._cache[key] = self._build(key, tuple(donated_positions), donated_paths)
-        out_desc, unused, out_tensors = entry(*(t for f in flat for t in f[1]), *kw_flat[1])
+        compiled, scalars = entry
+        tensors = [t for f in flat for t in f[1]]
+        tensors.extend(kw_flat[1])
+        inputs = tensors
+        if scalars:
+            inputs = list(tensors)
+            for i in scalars:
+                inputs[i] = tensors[i].view(1)  # see _rebuild.SCALAR
+        out_desc, unused, out_tensors, returned = compiled(*inputs)
+        if returned:
+            out_tensors = list(out_tensors)
+            for k, i in returned:
+                out_tensors.insert(k, tensors[i])
         out = _rebuild.build(out_desc, iter(out_tensors))
         if unused and key not in self._warned:
             self._warned.add(key)
@@ -135,15 +147,27 @@ class Jitted:
 
     def _build(
         self, key: Any, donated_positions: tuple[int, ...], donated_paths: list[str]
-    ) -> Callable[..., Any]:
-        """The function of flat tensors: `(output description, output tensors)`, compiled unless disabled."""
+    ) -> tuple[Callable[..., Any], tuple[int, ...]]:
+        """The function of flat tensors, compiled unless disabled, and the positions of its 0-d inputs.
+
+        The function returns `(output description, unused donated paths, output tensors,
+        returned inputs)`. When compiled, its 0-d inputs must be passed as 1-element views
+        (see `_rebuild.SCALAR`); `returned inputs` lists `(output position, input position)`
+        for the 0-d inputs it returns unchanged, which are left out of the output tensors.
+        """
         arg_descs, kw_desc = key
         fn = self.fn
         donated_layouts = [
             layout for i in self.donate_argnums for layout in _packed_layouts(arg_descs[i])
         ]
+        use_compile = config.jit if self._compile is None else self._compile
+        scalars = _rebuild.scalar_positions((*arg_descs, kw_desc)) if use_compile else ()
 
-        def flat_fn(*tensors: torch.Tensor) -> tuple[Any, tuple[str, ...], tuple[Any, ...]]:
+        def flat_fn(
+            *tensors: torch.Tensor,
+        ) -> tuple[Any, tuple[str, ...], tuple[Any, ...], tuple[tuple[int, int], ...]]:
+            if scalars:
+                tensors = tuple(t.view(()) if i in scalars else t for i, t in enumerate(tensors))
             leaves = iter(tensors)
             args = [_rebuild.build(desc, leaves) for desc in arg_descs]
             out = fn(*args, **_rebuild.build(kw_desc, leaves))
@@ -157,7 +181,17 @@ class Jitted:
                 results, unused = _write_into(
                     results, [tensors[i] for i in donated_positions], donated_paths
                 )
-            return desc, unused, tuple(results)
+            returned: tuple[tuple[int, int], ...] = ()
+            if scalars:
+                # A 0-d input returned as it is (a hyperparameter, a donated count written in
+                # place) goes back as the caller's own tensor: returning the graph's 0-d view of
+                # it would make torch.compile rebuild that view on every call.
+                returned = tuple(
+                    (k, i) for k, r in enumerate(results) for i in scalars if r is tensors[i]
+                )
+                taken = {k for k, _ in returned}
+                results = [r for k, r in enumerate(results) if k not in taken]
+            return desc, unused, tuple(results), returned
 
         # torch.compile caches (and caps recompiles, 8 by default) per code object; a code
         # object of its own per variant keeps jitted functions from evicting each other.
@@ -165,8 +199,9 @@ class Jitted:
         flat_fn.__code__ = flat_fn.__code__.replace(
             co_name=f"{_identifier(self._name)}_variant{self._variants}"
         )
-        use_compile = config.jit if self._compile is None else self._compile
-        return torch.compile(flat_fn, **self._options) if use_compile else flat_fn
+        if not use_compile:
+            return flat_fn, scalars
+        return torch.compile(flat_fn, **self._options), scalars
 
 
 def _packed_layouts(desc: tuple[Any, ...]) -> list[Layout]:

@@ -14,9 +14,15 @@ import torch
 
 from ._treeutil import PyTreeSpec
 
-__all__ = ["build", "describe", "flatten"]
+__all__ = ["build", "describe", "flatten", "scalar_positions"]
 
 LEAF = ("leaf",)
+# A 0-d tensor leaf. pn.jit hands these to torch.compile as 1-element views: dynamo gives
+# every 0-d CPU float64 input a symbolic `.item()` value that its tensorify pass then
+# specializes by restarting the whole trace (~0.3-0.9 s per compile) and guarding on it in
+# Python on every call. A rule's hyperparameters and step count are exactly such tensors.
+# (Not done for tensors that require grad: dynamo warns about a non-leaf input's `.grad`.)
+SCALAR = ("scalar",)
 
 
 def describe(spec: PyTreeSpec) -> tuple[Any, ...]:
@@ -45,7 +51,7 @@ def _describe_node(node_type: type, node_data: Any, children: tuple[Any, ...]) -
 def build(desc: tuple[Any, ...], leaves: Iterator[Any]) -> Any:
     """The tree described by `desc`, with leaves taken in order from `leaves`."""
     kind = desc[0]
-    if kind == "leaf":
+    if kind == "leaf" or kind == "scalar":
         return next(leaves)
     if kind == "none":
         return None
@@ -65,27 +71,32 @@ def build(desc: tuple[Any, ...], leaves: Iterator[Any]) -> Any:
     return tuple(values) if kind == "tuple" else values
 
 
-def flatten(tree: Any, prefix: str = "") -> tuple[tuple[Any, ...], list[Any], list[str]]:
+def flatten(
+    tree: Any, prefix: str = "", *, mark_scalars: bool = False
+) -> tuple[tuple[Any, ...], list[Any], list[str]]:
     """`(description, tensors, tensor paths)` of `tree`, in plain Python (traceable by torch.compile).
 
     Packed Params contribute their flat buffers; non-tensor leaves are kept in the
     description as constants (so they must be hashable). `build(description,
-    iter(tensors))` rebuilds the tree.
+    iter(tensors))` rebuilds the tree. With `mark_scalars`, 0-d tensor leaves that do
+    not require grad are described as `SCALAR` rather than `LEAF` (see `scalar_positions`).
     """
     tensors: list[Any] = []
     paths: list[str] = []
-    return _flatten(tree, prefix, tensors, paths), tensors, paths
+    return _flatten(tree, prefix, tensors, paths, mark_scalars), tensors, paths
 
 
 def _join(prefix: str, entry: Any) -> str:
     return f"{prefix}.{entry}" if prefix else str(entry)
 
 
-def _flatten(tree: Any, prefix: str, tensors: list[Any], paths: list[str]) -> tuple[Any, ...]:
+def _flatten(
+    tree: Any, prefix: str, tensors: list[Any], paths: list[str], scalars: bool
+) -> tuple[Any, ...]:
     if isinstance(tree, torch.Tensor):
         tensors.append(tree)
         paths.append(prefix)
-        return LEAF
+        return SCALAR if scalars and tree.dim() == 0 and not tree.requires_grad else LEAF
     if tree is None:
         return ("none",)
     packed = getattr(tree, "_packed", None)
@@ -103,7 +114,7 @@ def _flatten(tree: Any, prefix: str, tensors: list[Any], paths: list[str]) -> tu
             type(tree)._pn_unflatten,
             data,
             tuple(
-                _flatten(c, _join(prefix, e), tensors, paths)
+                _flatten(c, _join(prefix, e), tensors, paths, scalars)
                 for c, e in zip(children, entries, strict=True)
             ),
         )
@@ -112,7 +123,7 @@ def _flatten(tree: Any, prefix: str, tensors: list[Any], paths: list[str]) -> tu
             "namedtuple",
             type(tree),
             tuple(
-                _flatten(c, _join(prefix, f), tensors, paths)
+                _flatten(c, _join(prefix, f), tensors, paths, scalars)
                 for c, f in zip(tree, tree._fields, strict=True)
             ),
         )
@@ -120,13 +131,15 @@ def _flatten(tree: Any, prefix: str, tensors: list[Any], paths: list[str]) -> tu
         return (
             type(tree).__name__,
             None,
-            tuple(_flatten(c, _join(prefix, i), tensors, paths) for i, c in enumerate(tree)),
+            tuple(
+                _flatten(c, _join(prefix, i), tensors, paths, scalars) for i, c in enumerate(tree)
+            ),
         )
     if type(tree) is dict:
         return (
             "dict",
             tuple(tree),
-            tuple(_flatten(c, _join(prefix, k), tensors, paths) for k, c in tree.items()),
+            tuple(_flatten(c, _join(prefix, k), tensors, paths, scalars) for k, c in tree.items()),
         )
     try:
         hash(tree)
@@ -136,6 +149,29 @@ def _flatten(tree: Any, prefix: str, tensors: list[Any], paths: list[str]) -> tu
             "leaves are compiled in as constants and must be hashable"
         ) from None
     return ("static", tree)
+
+
+def scalar_positions(descs: tuple[Any, ...]) -> tuple[int, ...]:
+    """Positions, among the tensors `flatten` lists for `descs` (in order), of the 0-d ones."""
+    positions: list[int] = []
+    count = 0
+
+    def walk(desc: tuple[Any, ...]) -> None:
+        nonlocal count
+        kind = desc[0]
+        if kind in ("leaf", "scalar"):
+            if kind == "scalar":
+                positions.append(count)
+            count += 1
+        elif kind == "packed":
+            count += len(desc[1].groups)
+        elif kind in ("custom", "namedtuple", "tuple", "list", "dict"):
+            for child in desc[-1]:
+                walk(child)
+
+    for desc in descs:
+        walk(desc)
+    return tuple(positions)
 
 
 def buffer_name(dtype: Any, device: Any) -> str:

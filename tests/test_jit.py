@@ -340,3 +340,55 @@ def test_a_donated_input_returned_unchanged_keeps_its_values(compile):
     fn = pn.jit(lambda x: (x * 2, x), donate_argnums=0, compile=compile, backend=CountingBackend())
     doubled, same = fn(torch.ones(3))
     assert torch.equal(doubled, torch.full((3,), 2.0)) and torch.equal(same, torch.ones(3))
+
+
+class AotEagerCounter:
+    """The aot_eager backend (AOT autograd, whose passes can restart dynamo's trace), counting calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        self.calls += 1
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
+
+def test_0d_float64_inputs_are_traced_once_and_stay_inputs():
+    # Dynamo gives 0-d CPU float64 inputs (a rule's hyperparameters) a symbolic value that
+    # AOT autograd then specializes by restarting the trace; pn.jit passes them as 1-element
+    # views so a step compiles in one pass, and changing them neither recompiles nor is ignored.
+    backend = AotEagerCounter()
+    step = pn.jit(update, donate_argnums=(0, 1), backend=backend)
+    params, grads = problem()
+    state = OPT.init(params)
+    expected = run(update, params, state, grads, 2)
+    params, state = run(step, pn.tree.map(torch.clone, params), OPT.init(params), grads, 2)
+    pn.testing.assert_tree_equal((params, state), expected)
+    state = pn.tree.set(state, "hyperparams.lr", torch.tensor(0.5, dtype=torch.float64))
+    new_params, _ = step(params, state, grads)
+    assert backend.calls == 1
+    assert not torch.allclose(new_params["l0"], expected[0]["l0"], atol=0.1)
+
+
+@pytest.mark.parametrize("compile", [True, False])
+def test_0d_inputs_returned_unchanged_are_the_callers_tensors(compile):
+    scale = torch.tensor(3.0, dtype=torch.float64)
+    count = torch.tensor(4)
+    fn = pn.jit(
+        lambda x, s, c: (x * s, s, c + 1),
+        donate_argnums=2,
+        compile=compile,
+        backend=AotEagerCounter(),
+    )
+    count_ptr = count.data_ptr()
+    y, s, c = fn(torch.ones(2), scale, count)
+    assert s is scale and torch.equal(y, torch.full((2,), 3.0))
+    assert int(c) == 5 and c.shape == () and c.data_ptr() == count_ptr
+
+
+def test_gradients_reach_0d_inputs_of_a_compiled_function():
+    lr = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, dtype=torch.float64)
+    fn = pn.jit(lambda p, lr: (p["w"] * lr).square().sum(), backend=AotEagerCounter())
+    fn(pn.Params({"w": w}), lr).backward()
+    torch.testing.assert_close(lr.grad, 2 * lr.detach() * w.square().sum())
