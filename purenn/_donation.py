@@ -1,4 +1,4 @@
-"""Donation bookkeeping: packing donated trees, alias checks before a call, killing donated trees after it."""
+"""Donation bookkeeping: packing donated trees, finding their nodes (to check or kill), alias checks before a call."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ._errors import DonatedError
 from ._packed import Packed, layout_of, pack_leaves
 from ._params import Params
 
-__all__ = ["check_aliasing", "check_alive", "kill", "nodes", "pack", "pack_large"]
+__all__ = ["check_aliasing", "check_alive", "nodes", "pack", "pack_large"]
 
 
 def pack(tree: Any) -> Any:
@@ -86,12 +86,6 @@ def nodes(tree: Any) -> Iterator[Any]:
     elif isinstance(tree, dict):
         for child in tree.values():
             yield from nodes(child)
-
-
-def kill(tree: Any, message: str) -> None:
-    """Make every purenn node in `tree` raise DonatedError(message) on any later use."""
-    for node in list(nodes(tree)):
-        node._kill(message)
 
 
 def _extent(t: torch.Tensor) -> tuple[int, int, int]:

@@ -6,13 +6,15 @@ import functools
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from . import _rebuild
 from ._config import config
-from ._donation import check_aliasing, check_alive, kill, pack_large
+from ._donation import check_aliasing, check_alive, pack_large
+from ._donation import nodes as node_list
+from ._errors import DonatedError
 from ._packed import Layout, Packed, try_pack
 from ._params import Params
 
@@ -65,19 +67,44 @@ class Jitted:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self._calls += 1
-        for i, arg in enumerate(args):
-            check_alive(arg, f"{self._name}: {self._arg(i)}")
-        for name, arg in kwargs.items():
-            check_alive(arg, f"{self._name}: keyword argument {name!r}")
         for i in self.donate_argnums:
             if i >= len(args):
                 raise TypeError(
                     f"pn.jit({self._name}): donate_argnums has {i}, but the call passed {len(args)} positional "
                     "arguments (donated arguments must be passed positionally)"
                 )
+        # Fast path, taken by every call after the first with the same structure: one walk per
+        # argument without path strings, and cheap filters for the donation checks. Anything
+        # unusual (a dead tree, an unhashable leaf, a new structure, trees to pack, buffers that
+        # might overlap) goes through `_call_checked`, which does every check in full and
+        # raises the errors, with paths.
+        nodes: dict[int, list[Any]] = {i: [] for i in self.donate_argnums}
+        try:
+            flat = [
+                _rebuild.flatten(a, mark_scalars=True, with_paths=False, nodes=nodes.get(i))
+                for i, a in enumerate(args)
+            ]
+            kw_flat = _rebuild.flatten(kwargs, mark_scalars=True, with_paths=False)
+        except (DonatedError, TypeError):
+            return self._call_checked(args, kwargs)
+        key = (tuple(f[0] for f in flat), kw_flat[0])
+        entry = self._cache.get(key)
+        tensors = [t for f in flat for t in f[1]]
+        tensors.extend(kw_flat[1])
+        if entry is None or not _donation_is_safe(tensors, entry.donated, entry.kept):
+            return self._call_checked(args, kwargs)
+        return self._run(entry, key, tensors, nodes, stacklevel=3)
+
+    def _call_checked(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The call with every check done in full: alive trees, aliasing, packing, a new variant."""
+        for i, arg in enumerate(args):
+            check_alive(arg, f"{self._name}: {self._arg(i)}")
+        for name, arg in kwargs.items():
+            check_alive(arg, f"{self._name}: keyword argument {name!r}")
         donated = set(self.donate_argnums)
         flat = [_rebuild.flatten(a, self._arg(i), mark_scalars=True) for i, a in enumerate(args)]
         kw_flat = _rebuild.flatten(kwargs, "keyword", mark_scalars=True)
+        nodes: dict[int, list[Any]] = {}
         if donated:
             self._check_donation(flat, kw_flat, donated)
             originals = args
@@ -87,6 +114,10 @@ class Jitted:
                 _rebuild.flatten(a, self._arg(i), mark_scalars=True) if a is not original else f
                 for i, (a, original, f) in enumerate(zip(args, originals, flat, strict=True))
             ]
+            for i in donated:
+                nodes[i] = list(node_list(originals[i]))
+                if args[i] is not originals[i]:
+                    nodes[i] += node_list(args[i])
 
         key = (tuple(f[0] for f in flat), kw_flat[0])
         entry = self._cache.get(key)
@@ -98,15 +129,28 @@ class Jitted:
                     donated_paths.extend(f[2])
                 start += len(f[1])
             entry = self._cache[key] = self._build(key, tuple(donated_positions), donated_paths)
-        compiled, scalars = entry
         tensors = [t for f in flat for t in f[1]]
         tensors.extend(kw_flat[1])
+        return self._run(entry, key, tensors, nodes, stacklevel=4)
+
+    def _run(
+        self,
+        entry: _Entry,
+        key: Any,
+        tensors: list[torch.Tensor],
+        nodes: dict[int, list[Any]],
+        stacklevel: int,
+    ) -> Any:
+        """Call the variant on the flat tensors, rebuild its output, and kill the donated trees.
+
+        `stacklevel` makes a warning point at the caller of `__call__`.
+        """
         inputs = tensors
-        if scalars:
+        if entry.scalars:
             inputs = list(tensors)
-            for i in scalars:
+            for i in entry.scalars:
                 inputs[i] = tensors[i].view(1)  # see _rebuild.SCALAR
-        out_desc, unused, out_tensors, returned = compiled(*inputs)
+        out_desc, unused, out_tensors, returned = entry.fn(*inputs)
         if returned:
             out_tensors = list(out_tensors)
             for k, i in returned:
@@ -117,13 +161,12 @@ class Jitted:
             warnings.warn(
                 f"pn.jit({self._name}): no output matches the shape, dtype and device of donated "
                 f"{list(unused)}; their buffers were not reused",
-                stacklevel=2,
+                stacklevel=stacklevel,
             )
-        for i in donated:
+        for i, donated_nodes in nodes.items():
             message = _DEAD.format(arg=self._arg(i), fn=self._name, call=self._calls)
-            kill(originals[i], message)
-            if args[i] is not originals[i]:
-                kill(args[i], message)
+            for node in donated_nodes:
+                node._kill(message)
         return out
 
     def _check_donation(self, flat: list[Any], kw_flat: Any, donated: set[int]) -> None:
@@ -147,8 +190,8 @@ class Jitted:
 
     def _build(
         self, key: Any, donated_positions: tuple[int, ...], donated_paths: list[str]
-    ) -> tuple[Callable[..., Any], tuple[int, ...]]:
-        """The function of flat tensors, compiled unless disabled, and the positions of its 0-d inputs.
+    ) -> _Entry:
+        """The function of flat tensors, compiled unless disabled, with the positions of its inputs.
 
         The function returns `(output description, unused donated paths, output tensors,
         returned inputs)`. When compiled, its 0-d inputs must be passed as 1-element views
@@ -199,9 +242,47 @@ class Jitted:
         flat_fn.__code__ = flat_fn.__code__.replace(
             co_name=f"{_identifier(self._name)}_variant{self._variants}"
         )
-        if not use_compile:
-            return flat_fn, scalars
-        return torch.compile(flat_fn, **self._options), scalars
+        n_inputs = _rebuild.input_count((*arg_descs, kw_desc))
+        kept = tuple(i for i in range(n_inputs) if i not in set(donated_positions))
+        compiled = torch.compile(flat_fn, **self._options) if use_compile else flat_fn
+        return _Entry(compiled, scalars, donated_positions, kept)
+
+
+class _Entry(NamedTuple):
+    """A built variant: its function of flat tensors and the roles of their positions."""
+
+    fn: Callable[..., Any]
+    scalars: tuple[int, ...]  # 0-d inputs, passed as 1-element views when compiled
+    donated: tuple[int, ...]
+    kept: tuple[int, ...]
+
+
+def _donation_is_safe(
+    tensors: list[torch.Tensor], donated: tuple[int, ...], kept: tuple[int, ...]
+) -> bool:
+    """True if no donated tensor requires grad or shares a storage with another input.
+
+    A cheap filter for the per-call check: sharing a storage is allowed when the regions
+    do not overlap, and `check_aliasing` (on the checked path) decides that, with paths.
+    """
+    if not donated:
+        return True
+    storages = set()
+    for i in donated:
+        t = tensors[i]
+        if t.requires_grad:
+            return False
+        if t.numel() == 0:
+            continue
+        storage = t.untyped_storage().data_ptr()
+        if storage in storages:
+            return False
+        storages.add(storage)
+    for i in kept:
+        t = tensors[i]
+        if t.numel() > 0 and t.untyped_storage().data_ptr() in storages:
+            return False
+    return True
 
 
 def _packed_layouts(desc: tuple[Any, ...]) -> list[Layout]:

@@ -14,7 +14,7 @@ import torch
 
 from ._treeutil import PyTreeSpec
 
-__all__ = ["build", "describe", "flatten", "scalar_positions"]
+__all__ = ["build", "describe", "flatten", "input_count", "scalar_positions"]
 
 LEAF = ("leaf",)
 # A 0-d tensor leaf. pn.jit hands these to torch.compile as 1-element views: dynamo gives
@@ -72,7 +72,12 @@ def build(desc: tuple[Any, ...], leaves: Iterator[Any]) -> Any:
 
 
 def flatten(
-    tree: Any, prefix: str = "", *, mark_scalars: bool = False
+    tree: Any,
+    prefix: str = "",
+    *,
+    mark_scalars: bool = False,
+    with_paths: bool = True,
+    nodes: list[Any] | None = None,
 ) -> tuple[tuple[Any, ...], list[Any], list[str]]:
     """`(description, tensors, tensor paths)` of `tree`, in plain Python (traceable by torch.compile).
 
@@ -80,41 +85,59 @@ def flatten(
     description as constants (so they must be hashable). `build(description,
     iter(tensors))` rebuilds the tree. With `mark_scalars`, 0-d tensor leaves that do
     not require grad are described as `SCALAR` rather than `LEAF` (see `scalar_positions`).
+    Without `with_paths` the paths list stays empty (and error messages name no path):
+    pn.jit's per-call walk skips building strings it only needs for errors. `nodes`, if
+    given, receives every Params and pn.tree.node object in the tree, parents first.
     """
     tensors: list[Any] = []
-    paths: list[str] = []
-    return _flatten(tree, prefix, tensors, paths, mark_scalars), tensors, paths
+    paths: list[str] | None = [] if with_paths else None
+    desc = _flatten(tree, prefix, tensors, paths, mark_scalars, nodes)
+    return desc, tensors, paths if paths is not None else []
 
 
-def _join(prefix: str, entry: Any) -> str:
+def _join(prefix: str, entry: Any, paths: list[str] | None) -> str:
+    if paths is None:
+        return prefix
     return f"{prefix}.{entry}" if prefix else str(entry)
 
 
 def _flatten(
-    tree: Any, prefix: str, tensors: list[Any], paths: list[str], scalars: bool
+    tree: Any,
+    prefix: str,
+    tensors: list[Any],
+    paths: list[str] | None,
+    scalars: bool,
+    nodes: list[Any] | None,
 ) -> tuple[Any, ...]:
     if isinstance(tree, torch.Tensor):
         tensors.append(tree)
-        paths.append(prefix)
+        if paths is not None:
+            paths.append(prefix)
         return SCALAR if scalars and tree.dim() == 0 and not tree.requires_grad else LEAF
     if tree is None:
         return ("none",)
     packed = getattr(tree, "_packed", None)
     if packed is not None:
+        if nodes is not None:
+            nodes.append(tree)
         tensors.extend(packed.buffers)
-        paths.extend(
-            _join(prefix, buffer_name(dtype, device)) for dtype, device, _ in packed.layout.groups
-        )
+        if paths is not None:
+            paths.extend(
+                _join(prefix, buffer_name(dtype, device), paths)
+                for dtype, device, _ in packed.layout.groups
+            )
         return ("packed", packed.layout, type(tree)._pn_from_buffers)
     flat = getattr(type(tree), "_pn_flatten", None)
     if flat is not None:  # Params and pn.tree.node classes
+        if nodes is not None:
+            nodes.append(tree)
         children, data, entries = flat(tree)
         return (
             "custom",
             type(tree)._pn_unflatten,
             data,
             tuple(
-                _flatten(c, _join(prefix, e), tensors, paths, scalars)
+                _flatten(c, _join(prefix, e, paths), tensors, paths, scalars, nodes)
                 for c, e in zip(children, entries, strict=True)
             ),
         )
@@ -123,7 +146,7 @@ def _flatten(
             "namedtuple",
             type(tree),
             tuple(
-                _flatten(c, _join(prefix, f), tensors, paths, scalars)
+                _flatten(c, _join(prefix, f, paths), tensors, paths, scalars, nodes)
                 for c, f in zip(tree, tree._fields, strict=True)
             ),
         )
@@ -132,14 +155,18 @@ def _flatten(
             type(tree).__name__,
             None,
             tuple(
-                _flatten(c, _join(prefix, i), tensors, paths, scalars) for i, c in enumerate(tree)
+                _flatten(c, _join(prefix, i, paths), tensors, paths, scalars, nodes)
+                for i, c in enumerate(tree)
             ),
         )
     if type(tree) is dict:
         return (
             "dict",
             tuple(tree),
-            tuple(_flatten(c, _join(prefix, k), tensors, paths, scalars) for k, c in tree.items()),
+            tuple(
+                _flatten(c, _join(prefix, k, paths), tensors, paths, scalars, nodes)
+                for k, c in tree.items()
+            ),
         )
     try:
         hash(tree)
@@ -153,6 +180,15 @@ def _flatten(
 
 def scalar_positions(descs: tuple[Any, ...]) -> tuple[int, ...]:
     """Positions, among the tensors `flatten` lists for `descs` (in order), of the 0-d ones."""
+    return _count(descs)[1]
+
+
+def input_count(descs: tuple[Any, ...]) -> int:
+    """How many tensors `flatten` lists for `descs`."""
+    return _count(descs)[0]
+
+
+def _count(descs: tuple[Any, ...]) -> tuple[int, tuple[int, ...]]:
     positions: list[int] = []
     count = 0
 
@@ -171,7 +207,7 @@ def scalar_positions(descs: tuple[Any, ...]) -> tuple[int, ...]:
 
     for desc in descs:
         walk(desc)
-    return tuple(positions)
+    return count, tuple(positions)
 
 
 def buffer_name(dtype: Any, device: Any) -> str:

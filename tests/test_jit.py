@@ -123,6 +123,38 @@ def test_aliasing_is_refused_before_anything_runs():
     assert torch.equal(out["x"], torch.full((4,), 2.0))
 
 
+def test_calls_after_the_first_refuse_what_the_first_call_refuses():
+    # Once a variant is built, calls take a faster path; it must keep every check.
+    fn = pn.jit(lambda x, y: x * 2 + y, donate_argnums=0, backend=CountingBackend())
+    fn(torch.ones(4), torch.ones(4))
+    base = torch.ones(8)
+    assert torch.equal(fn(base[:4], base[4:]), torch.full((4,), 3.0))  # disjoint views are fine
+    with pytest.raises(
+        ValueError,
+        match=r"donated input 'argument 0 \(x\)' shares memory with the non-donated input 'argument 1 \(y\)'",
+    ):
+        fn(base[:4], base[2:6])
+    with pytest.raises(ValueError, match=r"donated input 'argument 0 \(x\)' requires grad"):
+        fn(torch.ones(4, requires_grad=True), torch.ones(4))
+    step = pn.jit(update, donate_argnums=(0, 1), backend=CountingBackend())
+    params, grads = problem()
+    new_params, new_state = step(pn.tree.map(torch.clone, params), OPT.init(params), grads)
+    step(new_params, new_state, grads)
+    with pytest.raises(
+        pn.DonatedError,
+        match=r"update: argument 1 \(state\): argument 1 \(state\) was donated to update \(call 2\)",
+    ):
+        step(pn.tree.map(torch.clone, params), new_state, grads)
+    fresh_params, fresh_state = step(pn.tree.map(torch.clone, params), OPT.init(params), grads)
+    with pytest.raises(
+        ValueError,
+        match=r"donated inputs 'argument 0 \(params\)\.<packed float32 cpu buffer>' and "
+        r"'argument 1 \(state\)\.exp_avg\.<packed float32 cpu buffer>' share memory",
+    ):
+        step(fresh_params, pn.tree.set(fresh_state, "exp_avg", fresh_params), grads)
+    assert step.cache_size == 1
+
+
 def test_donating_a_tensor_that_requires_grad_is_refused():
     step = pn.jit(lambda a: pn.tree.scale(a, 2.0), donate_argnums=0, backend=CountingBackend())
     with pytest.raises(ValueError, match=r"donated input 'argument 0 \(a\)\.w' requires grad"):
