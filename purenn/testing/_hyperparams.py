@@ -21,8 +21,15 @@ __all__ = ["hyperparams", "params_for", "supported_rules"]
 Factory = Callable[..., optim.GradientTransformation]
 
 
+def _floats(low: float, high: float) -> SearchStrategy[float]:
+    # No subnormal hyperparameters: a beta of 1e-311 is no one's setting, and two correct
+    # implementations may differ there only by where an intermediate underflows (a norm
+    # computed with or without rescaling), which is not a property of the rule.
+    return st.floats(low, high, allow_subnormal=False)
+
+
 def _log_uniform(low: float, high: float) -> SearchStrategy[float]:
-    return st.floats(math.log10(low), math.log10(high)).map(lambda e: 10.0**e)
+    return _floats(math.log10(low), math.log10(high)).map(lambda e: 10.0**e)
 
 
 def _maybe_zero(strategy: SearchStrategy[float]) -> SearchStrategy[float]:
@@ -30,21 +37,22 @@ def _maybe_zero(strategy: SearchStrategy[float]) -> SearchStrategy[float]:
     return st.one_of(st.just(0.0), strategy)
 
 
-_BETA = st.one_of(st.sampled_from([0.0, 0.5, 0.9, 0.99, 0.999]), st.floats(0.0, 0.999))
-
-
 @st.composite
-def _betas(draw: Any) -> tuple[float, float]:
+def _betas(draw: Any, low: float) -> tuple[float, float]:
     # beta1^2 <= beta2 keeps Adam-type steps bounded; beyond it a step can be m / |g| with
     # |g| near 0, and trajectories become chaotic (rounding differences grow without bound).
-    beta2 = draw(_BETA)
+    # Non-zero betas are at least `low` (the dtype's epsilon): below it `beta * m` is lost
+    # against `(1 - beta) * g`, and in half precision such products fall among subnormals,
+    # where two correct implementations round differently.
+    beta2 = draw(st.one_of(st.sampled_from([0.0, 0.5, 0.9, 0.99, 0.999]), _floats(low, 0.999)))
     limit = min(0.999, math.sqrt(beta2))
-    beta1 = draw(st.one_of(st.sampled_from([0.0, limit]), st.floats(0.0, limit)))
+    if limit < low:
+        return 0.0, beta2
+    beta1 = draw(st.one_of(st.sampled_from([0.0, limit]), _floats(low, limit)))
     return beta1, beta2
 
 
-_BETAS = _betas()
-_DECAY = _maybe_zero(st.floats(0.0, 0.1))
+_DECAY = _maybe_zero(_floats(0.0, 0.1))
 
 
 class _Pick:
@@ -57,6 +65,10 @@ class _Pick:
         value = self.overrides.get(name, default)
         return self.draw(value) if isinstance(value, SearchStrategy) else value
 
+    def betas(self) -> SearchStrategy[tuple[float, float]]:
+        """Adam-type `(beta1, beta2)` for the params' dtype (see `_betas`)."""
+        return _betas(torch.finfo(self.dtype).eps)
+
     def eps(self, low: float = 1e-10, high: float = 1e-3) -> SearchStrategy[float]:
         """An epsilon that is a normal number in the params' dtype (1e-8 is 0 in float16)."""
         return _log_uniform(max(low, torch.finfo(self.dtype).tiny), high)
@@ -64,15 +76,15 @@ class _Pick:
 
 def _sgd(pick: _Pick) -> dict[str, Any]:
     # torch.optim.SGD: nesterov needs momentum > 0 and dampening == 0.
-    any_momentum = _maybe_zero(st.floats(0.0, 0.99))
-    any_dampening = _maybe_zero(st.floats(0.0, 0.9))
+    any_momentum = _maybe_zero(_floats(0.0, 0.99))
+    any_dampening = _maybe_zero(_floats(0.0, 0.9))
     if "momentum" in pick.overrides or "dampening" in pick.overrides:
         momentum, dampening = pick("momentum", any_momentum), pick("dampening", any_dampening)
         possible = momentum > 0 and dampening == 0
         nesterov = pick("nesterov", st.booleans() if possible else st.just(False))
     else:
         nesterov = pick("nesterov", st.booleans())
-        momentum = pick("momentum", st.floats(0.01, 0.99) if nesterov else any_momentum)
+        momentum = pick("momentum", _floats(0.01, 0.99) if nesterov else any_momentum)
         dampening = pick("dampening", st.just(0.0) if nesterov else any_dampening)
     return {
         "lr": pick("lr", _log_uniform(1e-4, 0.1)),
@@ -87,7 +99,7 @@ def _sgd(pick: _Pick) -> dict[str, Any]:
 def _adam_like(pick: _Pick, lr_high: float = 0.1) -> dict[str, Any]:
     return {
         "lr": pick("lr", _log_uniform(1e-4, lr_high)),
-        "betas": pick("betas", _BETAS),
+        "betas": pick("betas", pick.betas()),
         "eps": pick("eps", pick.eps()),
         "weight_decay": pick("weight_decay", _DECAY),
         "maximize": pick("maximize", st.booleans()),
@@ -110,14 +122,14 @@ def _rmsprop(pick: _Pick) -> dict[str, Any]:
     centered = pick("centered", st.booleans())
     # Centered, the variance estimate is alpha (1 - alpha) g^2 after one step: for small alpha
     # it is all cancellation, and the update all rounding noise (divided by eps).
-    alpha = pick("alpha", st.floats(0.5, 0.999) if centered else st.floats(0.0, 0.999))
+    alpha = pick("alpha", _floats(0.5, 0.999) if centered else _floats(0.0, 0.999))
     return {
         # The first step moves by about lr / sqrt(1 - alpha): keep it moderate.
         "lr": pick("lr", _log_uniform(1e-4, 0.01)),
         "alpha": alpha,
         "eps": pick("eps", pick.eps()),
         "weight_decay": pick("weight_decay", _DECAY),
-        "momentum": pick("momentum", _maybe_zero(st.floats(0.0, 0.99))),
+        "momentum": pick("momentum", _maybe_zero(_floats(0.0, 0.99))),
         "centered": centered,
         "maximize": pick("maximize", st.booleans()),
     }
@@ -126,10 +138,10 @@ def _rmsprop(pick: _Pick) -> dict[str, Any]:
 def _adagrad(pick: _Pick) -> dict[str, Any]:
     return {
         "lr": pick("lr", _log_uniform(1e-4, 0.1)),
-        "lr_decay": pick("lr_decay", _maybe_zero(st.floats(0.0, 0.1))),
+        "lr_decay": pick("lr_decay", _maybe_zero(_floats(0.0, 0.1))),
         "weight_decay": pick("weight_decay", _DECAY),
         "initial_accumulator_value": pick(
-            "initial_accumulator_value", _maybe_zero(st.floats(0.0, 1.0))
+            "initial_accumulator_value", _maybe_zero(_floats(0.0, 1.0))
         ),
         "eps": pick("eps", pick.eps()),
         "maximize": pick("maximize", st.booleans()),
@@ -139,7 +151,7 @@ def _adagrad(pick: _Pick) -> dict[str, Any]:
 def _adadelta(pick: _Pick) -> dict[str, Any]:
     return {
         "lr": pick("lr", _log_uniform(0.01, 1.0)),
-        "rho": pick("rho", st.floats(0.0, 0.99)),
+        "rho": pick("rho", _floats(0.0, 0.99)),
         "eps": pick("eps", pick.eps(low=1e-8)),
         "weight_decay": pick("weight_decay", _DECAY),
         "maximize": pick("maximize", st.booleans()),
@@ -149,7 +161,7 @@ def _adadelta(pick: _Pick) -> dict[str, Any]:
 def _nadam(pick: _Pick) -> dict[str, Any]:
     return {
         **_adam_like(pick),
-        "momentum_decay": pick("momentum_decay", _maybe_zero(st.floats(0.0, 0.01))),
+        "momentum_decay": pick("momentum_decay", _maybe_zero(_floats(0.0, 0.01))),
         "decoupled_weight_decay": pick("decoupled_weight_decay", st.booleans()),
     }
 
@@ -164,7 +176,7 @@ def _radam(pick: _Pick) -> dict[str, Any]:
 def _lion(pick: _Pick) -> dict[str, Any]:
     return {
         "lr": pick("lr", _log_uniform(1e-5, 1e-2)),
-        "betas": pick("betas", _BETAS),
+        "betas": pick("betas", pick.betas()),
         "weight_decay": pick("weight_decay", _DECAY),
         "maximize": pick("maximize", st.booleans()),
     }
@@ -176,9 +188,9 @@ def _adafactor(pick: _Pick) -> dict[str, Any]:
     eps1 = st.none() if low > 1e-6 else st.one_of(st.none(), _log_uniform(max(1e-12, low), 1e-6))
     return {
         "lr": pick("lr", _log_uniform(1e-4, 0.1)),
-        "beta2_decay": pick("beta2_decay", st.floats(-1.0, -0.1)),
+        "beta2_decay": pick("beta2_decay", _floats(-1.0, -0.1)),
         "eps": pick("eps", st.tuples(eps1, pick.eps())),
-        "d": pick("d", st.floats(1.0, 5.0)),
+        "d": pick("d", _floats(1.0, 5.0)),
         "weight_decay": pick("weight_decay", _DECAY),
         "maximize": pick("maximize", st.booleans()),
     }
@@ -213,17 +225,17 @@ _SPECS: dict[Any, _Spec] = {
     optim.lion: _Spec("lion", _lion),
     optim.lamb: _Spec("lamb", lambda pick: _adam_like(pick)),
     optim.adafactor: _Spec("adafactor", _adafactor, twin_takes_empty=False),
-    optim.clip: _Spec("clip", _first_argument(optim.clip, st.floats(0.0, 10.0))),
+    optim.clip: _Spec("clip", _first_argument(optim.clip, _floats(0.0, 10.0))),
     optim.clip_by_global_norm: _Spec(
-        "clip_by_global_norm", _first_argument(optim.clip_by_global_norm, st.floats(0.0, 10.0))
+        "clip_by_global_norm", _first_argument(optim.clip_by_global_norm, _floats(0.0, 10.0))
     ),
     optim.add_decayed_weights: _Spec(
-        "add_decayed_weights", _first_argument(optim.add_decayed_weights, st.floats(0.0, 1.0))
+        "add_decayed_weights", _first_argument(optim.add_decayed_weights, _floats(0.0, 1.0))
     ),
     optim.ema: _Spec(
         "ema",
         lambda pick: {
-            "decay": pick("decay", st.floats(0.0, 0.999)),
+            "decay": pick("decay", _floats(0.0, 0.999)),
             "debias": pick("debias", st.booleans()),
         },
     ),
@@ -253,15 +265,16 @@ def hyperparams(
     """Keyword arguments that `rule_factory` accepts (and its torch.optim twin validates alike).
 
     Draws every argument of the built-in rule: learning rates on a log scale in a range
-    where short trajectories stay numerically tame, betas in `[0, 0.999]` with
-    `beta1^2 <= beta2` (where Adam-type steps stay bounded), eps in `[1e-10, 1e-3]`
-    but a normal number in `dtype`, weight decays often exactly 0, flags either way,
+    where short trajectories stay numerically tame, betas 0 or in `[epsilon of dtype,
+    0.999]` with `beta1^2 <= beta2` (where Adam-type steps stay bounded), no
+    subnormal values, eps in `[1e-10, 1e-3]` but a normal number in `dtype`, weight decays often exactly 0, flags either way,
     and only consistent combinations (nesterov with momentum > 0 and no dampening).
 
     Args:
         rule_factory: e.g. `pn.optim.adam` (or its name, `"adam"`).
         dtype: the least precise dtype of the params the rule will see: an eps that
-            rounds to 0 there (1e-8 in float16) makes `0 / (0 + eps)` NaN.
+            rounds to 0 there (1e-8 in float16) makes `0 / (0 + eps)` NaN, and a beta
+            below its epsilon is lost in rounding.
         **overrides: fixed values or strategies for some arguments (`eps=0.0`,
             `lr=strategies.schedules()`); they replace the drawn ones.
 
