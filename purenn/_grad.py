@@ -80,11 +80,11 @@ def _checked_scalar(fn: Callable[..., Any], has_aux: bool, name: str) -> Callabl
 
 
 def grad(
-    fn: Callable[..., Any], argnums: int | tuple[int, ...] = 0, has_aux: bool = False
+    f: Callable[..., Any], argnums: int | tuple[int, ...] = 0, has_aux: bool = False
 ) -> Callable[..., Any]:
     """The gradient of a scalar function with respect to argument(s) `argnums`.
 
-    Returns a function with `fn`'s signature that returns gradients as trees of the
+    Returns a function with `f`'s signature that returns gradients as trees of the
     same structure as the differentiated arguments (a tuple of them when
     `argnums` is a tuple), and `(grads, aux)` with `has_aux=True`. Built on
     `torch.func.grad`, so it composes with itself (second order, MAML inner
@@ -95,12 +95,12 @@ def grad(
         >>> g_params, g_x = pn.grad(loss_fn, argnums=(0, 1))(params, x, y)
     """
     return _through_buffers(
-        torch.func.grad, _checked_scalar(fn, has_aux, "pn.grad"), argnums, has_aux
+        torch.func.grad, _checked_scalar(f, has_aux, "pn.grad"), argnums, has_aux
     )
 
 
 def value_and_grad(
-    fn: Callable[..., Any], argnums: int | tuple[int, ...] = 0, has_aux: bool = False
+    f: Callable[..., Any], argnums: int | tuple[int, ...] = 0, has_aux: bool = False
 ) -> Callable[..., Any]:
     """Like `grad` but returns `(value, grads)`, or `((value, aux), grads)` with `has_aux=True`.
 
@@ -109,12 +109,12 @@ def value_and_grad(
     """
     inner = _through_buffers(
         torch.func.grad_and_value,
-        _checked_scalar(fn, has_aux, "pn.value_and_grad"),
+        _checked_scalar(f, has_aux, "pn.value_and_grad"),
         argnums,
         has_aux,
     )
 
-    @functools.wraps(fn)
+    @functools.wraps(f)
     def value_and_grad_fn(*args: Any, **kwargs: Any) -> Any:
         grads, value = inner(*args, **kwargs)
         return value, grads

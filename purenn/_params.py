@@ -97,7 +97,7 @@ class Params(Mapping[str, Any]):
         object.__setattr__(self, "_pn_dead", message)
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, Any]) -> Params:
+    def from_state_dict(cls, sd: Mapping[str, Any]) -> Params:
         """Build nested Params from a flat dict with dotted keys, e.g. `module.state_dict()`.
 
         Example:
@@ -105,10 +105,10 @@ class Params(Mapping[str, Any]):
             >>> pn.tree.paths(p)
             ['weight', 'bias']
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"from_state_dict expects a mapping, got {type(state_dict).__name__}")
+        if not isinstance(sd, Mapping):
+            raise TypeError(f"from_state_dict expects a mapping, got {type(sd).__name__}")
         root: dict[str, Any] = {}
-        for key, value in state_dict.items():
+        for key, value in sd.items():
             if not isinstance(key, str) or not key or any(part == "" for part in key.split(".")):
                 raise TypeError(f"state_dict keys must be non-empty dotted strings, got {key!r}")
             *parents, leaf = key.split(".")

@@ -379,3 +379,15 @@ def test_grad_leaves_inputs_untouched():
     assert_tree_equal(params, snapshot)
     assert torch.equal(x, x_copy) and torch.equal(y, y_copy)
     assert all(not leaf.requires_grad for leaf in pn.tree.leaves(params))
+
+
+def test_argument_names_are_those_api_md_gives():
+    # API.md: `pn.grad(f, argnums=0, has_aux=False)`, `pn.value_and_grad(f, ...)`,
+    # `pn.tree.map(f, tree, *rest)`, `Params.from_state_dict(sd)`.
+    p = pn.Params({"w": torch.tensor([1.0, 2.0])})
+    g = pn.grad(f=lambda q: q["w"].square().sum(), argnums=0, has_aux=False)(p)
+    value, g2 = pn.value_and_grad(f=lambda q: q["w"].square().sum())(p)
+    assert torch.equal(g["w"], torch.tensor([2.0, 4.0])) and torch.equal(g2["w"], g["w"])
+    assert float(value) == 5.0
+    assert torch.equal(pn.tree.map(f=torch.neg, tree=p)["w"], -p["w"])
+    assert pn.tree.paths(pn.Params.from_state_dict(sd={"a.b": torch.ones(1)})) == ["a.b"]

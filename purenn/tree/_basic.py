@@ -24,8 +24,8 @@ __all__ = [
 ]
 
 
-def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
-    """Apply `fn` leaf-wise over `tree` and trees of the same structure, returning a new tree.
+def tree_map(f: Callable[..., Any], tree: Any, *rest: Any) -> Any:
+    """Apply `f` leaf-wise over `tree` and trees of the same structure, returning a new tree.
 
     Raises:
         TreeMismatchError: if a tree in `rest` differs in structure, naming the first differing path.
@@ -35,7 +35,7 @@ def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
         >>> moved = pn.tree.map(lambda p, g: p - 0.1 * g, params, grads)
     """
     return _treeutil.tree_map(
-        fn, tree, *rest, names=["tree"] + [f"rest[{i}]" for i in range(len(rest))]
+        f, tree, *rest, names=["tree"] + [f"rest[{i}]" for i in range(len(rest))]
     )
 
 
