@@ -16,6 +16,7 @@ from ._checkpoint_rebuild import rebuild
 from ._checkpoint_record import describe, encode
 from ._donation import check_alive
 from ._errors import CheckpointError, CheckpointMismatchError
+from ._guard import debug_check
 
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
@@ -61,6 +62,7 @@ def save(path: PathLike, tree: Any) -> None:
 
     target = Path(os.fspath(path))
     check_alive(tree, "pn.save: tree")
+    debug_check(tree=tree)
     encoded = encode(tree)
     record = json.dumps(
         {

@@ -10,6 +10,7 @@ import torch
 import torch.func
 
 from ._errors import ShapeError
+from ._guard import debug_check
 from ._packed import Packed, buffers, common_layout
 from ._params import Params
 
@@ -139,6 +140,7 @@ def _through_buffers(
 
     @functools.wraps(fn)
     def differentiated(*args: Any, **kwargs: Any) -> Any:
+        debug_check(**{f"argument {i}": args[i] for i in positions if i < len(args)})
         layouts = {i: common_layout([args[i]]) for i in positions if i < len(args)}
         if all(layout is None for layout in layouts.values()):
             return plain(*args, **kwargs)

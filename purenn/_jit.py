@@ -15,6 +15,7 @@ from ._config import config
 from ._donation import check_aliasing, check_alive, pack_large
 from ._donation import nodes as node_list
 from ._errors import DonatedError
+from ._guard import debug_check
 from ._packed import Layout, Packed, try_pack
 from ._params import Params
 
@@ -78,6 +79,8 @@ class Jitted:
         # unusual (a dead tree, an unhashable leaf, a new structure, trees to pack, buffers that
         # might overlap) goes through `_call_checked`, which does every check in full and
         # raises the errors, with paths.
+        if config.debug:
+            self._debug_check(args, kwargs)
         nodes: dict[int, list[Any]] = {i: [] for i in self.donate_argnums}
         try:
             flat = [
@@ -94,6 +97,14 @@ class Jitted:
         if entry is None or not _donation_is_safe(tensors, entry.donated, entry.kept):
             return self._call_checked(args, kwargs)
         return self._run(entry, key, tensors, nodes, stacklevel=3)
+
+    def _debug_check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """`pn.config.debug`: refuse arguments whose leaves were changed in place (MutatedError)."""
+        named = {f"{self._name}: {self._arg(i)}": a for i, a in enumerate(args)}
+        named.update({f"{self._name}: keyword argument {k!r}": a for k, a in kwargs.items()})
+        for where, tree in named.items():
+            check_alive(tree, where)
+        debug_check(**named)
 
     def _call_checked(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The call with every check done in full: alive trees, aliasing, packing, a new variant."""

@@ -217,3 +217,20 @@ def test_guard_survives_inference_tensors():
     with torch.inference_mode():
         t = torch.ones(2)
     pn.check_unmodified(pn.Params({"t": t}))
+
+
+def test_entry_points_refuse_trees_changed_in_place_under_debug(tmp_path):
+    # The pytest plugin turns pn.config.debug on; API.md: purenn's entry points then check.
+    assert pn.config.debug
+    p = pn.Params({"w": torch.ones(3)})
+    p["w"].add_(1.0)
+    loss = lambda q: q["w"].sum()  # noqa: E731
+    with pytest.raises(pn.MutatedError, match=r"argument 0\.w was modified"):
+        pn.grad(loss)(p)
+    with pytest.raises(pn.MutatedError, match=r"argument 0\.w was modified"):
+        pn.value_and_grad(loss)(p)
+    with pytest.raises(pn.MutatedError, match=r"<lambda>: argument 0 \(q\)\.w was modified"):
+        pn.jit(loss, compile=False)(p)
+    with pytest.raises(pn.MutatedError, match=r"tree\.w was modified"):
+        pn.save(tmp_path / "ckpt", p)
+    assert not (tmp_path / "ckpt").exists()
