@@ -370,8 +370,8 @@ def _same_kind(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def jit(
     fn: Callable[..., Any] | None = None,
-    *,
     donate_argnums: int | Sequence[int] = (),
+    *,
     compile: bool | None = None,
     **compile_options: Any,
 ) -> Any:

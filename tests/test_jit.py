@@ -424,3 +424,10 @@ def test_gradients_reach_0d_inputs_of_a_compiled_function():
     fn = pn.jit(lambda p, lr: (p["w"] * lr).square().sum(), backend=AotEagerCounter())
     fn(pn.Params({"w": w}), lr).backward()
     torch.testing.assert_close(lr.grad, 2 * lr.detach() * w.square().sum())
+
+
+def test_donate_argnums_may_be_passed_positionally():
+    fn = pn.jit(lambda x: x * 2, (0,), compile=False)
+    x = torch.ones(2)
+    ptr = x.data_ptr()
+    assert fn(x).data_ptr() == ptr and fn.donate_argnums == (0,)

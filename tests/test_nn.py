@@ -684,3 +684,8 @@ def test_from_torch_dropout_key_reproducible():
 def test_from_torch_rejects_non_module():
     with pytest.raises(TypeError, match=r"expects a torch\.nn\.Module, got function"):
         pn.from_torch(lambda x: x)
+
+
+def test_linear_takes_bias_positionally_as_torch_nn_linear_does():
+    model = pn.nn.linear(4, 3, False)
+    assert pn.tree.paths(model.init(pn.random.key(0))) == ["weight"]

@@ -778,3 +778,10 @@ def test_a_compiled_step_with_a_schedule_compiles_once():
     assert float(state.hyperparams["lr"]) == float(schedule(19))
     eager = run_purenn(pn.optim.adam(schedule), params, 20)
     pn.testing.assert_tree_close(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_a_rule_unpacks_like_a_pair():
+    init, update = pn.optim.sgd(0.1)
+    params = pn.Params({"w": torch.ones(2)})
+    updates, _ = update(pn.Params({"w": torch.ones(2)}), init(params), params)
+    assert torch.equal(updates["w"], torch.full((2,), -0.1))

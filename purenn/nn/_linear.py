@@ -80,7 +80,7 @@ class Linear(Model):
 
 
 def linear(
-    in_features: int, out_features: int, *, bias: bool = True, dtype: torch.dtype = torch.float32
+    in_features: int, out_features: int, bias: bool = True, *, dtype: torch.dtype = torch.float32
 ) -> Linear:
     """A fully connected layer `y = x W^T + b`, as `torch.nn.Linear(in_features, out_features, bias)`.
 

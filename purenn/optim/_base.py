@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import attrs
@@ -42,6 +42,10 @@ class GradientTransformation:
 
     init: InitFn
     update: UpdateFn
+
+    def __iter__(self) -> Iterator[InitFn | UpdateFn]:
+        """Unpack like Optax's pair: `init, update = rule`."""
+        return iter((self.init, self.update))
 
 
 @node
