@@ -13,7 +13,7 @@ from ._errors import DonatedError
 from ._packed import Packed, layout_of, pack_leaves
 from ._params import Params
 
-__all__ = ["check_aliasing", "check_alive", "nodes", "pack", "pack_large"]
+__all__ = ["check_aliasing", "check_alive", "donation_is_safe", "nodes", "pack", "pack_large"]
 
 
 def pack(tree: Any) -> Any:
@@ -95,6 +95,34 @@ def _extent(t: torch.Tensor) -> tuple[int, int, int]:
         return storage.data_ptr(), start, start
     span = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True)) + 1
     return storage.data_ptr(), start, start + span * t.element_size()
+
+
+def donation_is_safe(
+    tensors: list[torch.Tensor], donated: tuple[int, ...], kept: tuple[int, ...]
+) -> bool:
+    """True if no donated tensor (by position in `tensors`) requires grad or shares a storage.
+
+    A cheap filter in front of `check_aliasing` for pn.jit's later calls: sharing a storage
+    is allowed when the regions do not overlap, which `check_aliasing` decides, with paths.
+    """
+    if not donated:
+        return True
+    storages = set()
+    for i in donated:
+        t = tensors[i]
+        if t.requires_grad:
+            return False
+        if t.numel() == 0:
+            continue
+        storage = t.untyped_storage().data_ptr()
+        if storage in storages:
+            return False
+        storages.add(storage)
+    for i in kept:
+        t = tensors[i]
+        if t.numel() > 0 and t.untyped_storage().data_ptr() in storages:
+            return False
+    return True
 
 
 def check_aliasing(

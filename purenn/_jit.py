@@ -12,7 +12,7 @@ import torch
 
 from . import _rebuild
 from ._config import config
-from ._donation import check_aliasing, check_alive, pack_large
+from ._donation import check_aliasing, check_alive, donation_is_safe, pack_large
 from ._donation import nodes as node_list
 from ._errors import DonatedError
 from ._guard import debug_check
@@ -74,13 +74,13 @@ class Jitted:
                     f"pn.jit({self._name}): donate_argnums has {i}, but the call passed {len(args)} positional "
                     "arguments (donated arguments must be passed positionally)"
                 )
+        if config.debug:
+            self._debug_check(args, kwargs)
         # Fast path, taken by every call after the first with the same structure: one walk per
         # argument without path strings, and cheap filters for the donation checks. Anything
         # unusual (a dead tree, an unhashable leaf, a new structure, trees to pack, buffers that
         # might overlap) goes through `_call_checked`, which does every check in full and
         # raises the errors, with paths.
-        if config.debug:
-            self._debug_check(args, kwargs)
         nodes: dict[int, list[Any]] = {i: [] for i in self.donate_argnums}
         try:
             flat = [
@@ -94,7 +94,7 @@ class Jitted:
         entry = self._cache.get(key)
         tensors = [t for f in flat for t in f[1]]
         tensors.extend(kw_flat[1])
-        if entry is None or not _donation_is_safe(tensors, entry.donated, entry.kept):
+        if entry is None or not donation_is_safe(tensors, entry.donated, entry.kept):
             return self._call_checked(args, kwargs)
         return self._run(entry, key, tensors, nodes, stacklevel=3)
 
@@ -215,7 +215,9 @@ class Jitted:
             layout for i in self.donate_argnums for layout in _packed_layouts(arg_descs[i])
         ]
         use_compile = config.jit if self._compile is None else self._compile
-        scalars = _rebuild.scalar_positions((*arg_descs, kw_desc)) if use_compile else ()
+        n_inputs, scalars = _rebuild.input_positions((*arg_descs, kw_desc))
+        if not use_compile:
+            scalars = ()  # eager code takes 0-d tensors as they are
 
         def flat_fn(
             *tensors: torch.Tensor,
@@ -253,8 +255,8 @@ class Jitted:
         flat_fn.__code__ = flat_fn.__code__.replace(
             co_name=f"{_identifier(self._name)}_variant{self._variants}"
         )
-        n_inputs = _rebuild.input_count((*arg_descs, kw_desc))
-        kept = tuple(i for i in range(n_inputs) if i not in set(donated_positions))
+        donated = set(donated_positions)
+        kept = tuple(i for i in range(n_inputs) if i not in donated)
         compiled = torch.compile(flat_fn, **self._options) if use_compile else flat_fn
         return _Entry(compiled, scalars, donated_positions, kept)
 
@@ -266,34 +268,6 @@ class _Entry(NamedTuple):
     scalars: tuple[int, ...]  # 0-d inputs, passed as 1-element views when compiled
     donated: tuple[int, ...]
     kept: tuple[int, ...]
-
-
-def _donation_is_safe(
-    tensors: list[torch.Tensor], donated: tuple[int, ...], kept: tuple[int, ...]
-) -> bool:
-    """True if no donated tensor requires grad or shares a storage with another input.
-
-    A cheap filter for the per-call check: sharing a storage is allowed when the regions
-    do not overlap, and `check_aliasing` (on the checked path) decides that, with paths.
-    """
-    if not donated:
-        return True
-    storages = set()
-    for i in donated:
-        t = tensors[i]
-        if t.requires_grad:
-            return False
-        if t.numel() == 0:
-            continue
-        storage = t.untyped_storage().data_ptr()
-        if storage in storages:
-            return False
-        storages.add(storage)
-    for i in kept:
-        t = tensors[i]
-        if t.numel() > 0 and t.untyped_storage().data_ptr() in storages:
-            return False
-    return True
 
 
 def _packed_layouts(desc: tuple[Any, ...]) -> list[Layout]:

@@ -14,7 +14,7 @@ import torch
 
 from ._treeutil import PyTreeSpec
 
-__all__ = ["build", "describe", "flatten", "input_count", "scalar_positions"]
+__all__ = ["build", "describe", "flatten", "input_positions"]
 
 LEAF = ("leaf",)
 # A 0-d tensor leaf. pn.jit hands these to torch.compile as 1-element views: dynamo gives
@@ -84,7 +84,7 @@ def flatten(
     Packed Params contribute their flat buffers; non-tensor leaves are kept in the
     description as constants (so they must be hashable). `build(description,
     iter(tensors))` rebuilds the tree. With `mark_scalars`, 0-d tensor leaves that do
-    not require grad are described as `SCALAR` rather than `LEAF` (see `scalar_positions`).
+    not require grad are described as `SCALAR` rather than `LEAF` (see `input_positions`).
     Without `with_paths` the paths list stays empty (and error messages name no path):
     pn.jit's per-call walk skips building strings it only needs for errors. `nodes`, if
     given, receives every Params and pn.tree.node object in the tree, parents first.
@@ -178,17 +178,8 @@ def _flatten(
     return ("static", tree)
 
 
-def scalar_positions(descs: tuple[Any, ...]) -> tuple[int, ...]:
-    """Positions, among the tensors `flatten` lists for `descs` (in order), of the 0-d ones."""
-    return _count(descs)[1]
-
-
-def input_count(descs: tuple[Any, ...]) -> int:
-    """How many tensors `flatten` lists for `descs`."""
-    return _count(descs)[0]
-
-
-def _count(descs: tuple[Any, ...]) -> tuple[int, tuple[int, ...]]:
+def input_positions(descs: tuple[Any, ...]) -> tuple[int, tuple[int, ...]]:
+    """How many tensors `flatten` lists for `descs` (in order), and the positions of the 0-d ones."""
     positions: list[int] = []
     count = 0
 

@@ -135,15 +135,18 @@ def test_combinators_are_pure_deterministic_and_structured(make, problem):
     pt.check_update_rule(make(), problem.params, problem.grad_fn, steps=3)
 
 
+# Gradient magnitudes for trajectories: over many steps, huge gradients make params huge for
+# later steps to cancel, and tiny ones make second moments subnormal; either way relative
+# rounding errors explode.
+MODERATE = ("normal", "sparse", "zero")
+
+
 @pytest.mark.parametrize("rule", ALL_RULES)
 @given(data=st.data())
 def test_trajectory_matches_torch_optim(rule, data):
     """Property 4: ten steps against torch.optim's for-loop, foreach and fused implementations."""
     dtype = data.draw(st.sampled_from([torch.float32, torch.float64]), label="dtype")
-    # Over many steps, huge gradients make params huge for later steps to cancel, and tiny ones
-    # make second moments subnormal: either way relative rounding errors explode.
-    moderate = ("normal", "sparse", "zero")
-    kwargs, problem = draw_case(data, rule, steps=10, dtypes=(dtype,), grad_magnitudes=moderate)
+    kwargs, problem = draw_case(data, rule, steps=10, dtypes=(dtype,), grad_magnitudes=MODERATE)
     # Either drawn gradients (with exact zeros), or ones that depend on the params (default).
     grad_fn = problem.grad_fn if data.draw(st.booleans(), label="drawn grads") else None
     pt.check_matches_torch(
@@ -181,9 +184,8 @@ def test_first_step_with_extreme_gradients_matches_torch_optim(rule, data):
 def test_trajectory_matches_torch_optim_in_half_precision(rule, data):
     dtype = data.draw(st.sampled_from(HALF), label="dtype")
     fixed = UNCENTERED if rule.name == "rmsprop" else {}
-    moderate = ("normal", "sparse", "zero")
     kwargs, problem = draw_case(
-        data, rule, steps=5, dtypes=(dtype,), fixed=fixed, grad_magnitudes=moderate
+        data, rule, steps=5, dtypes=(dtype,), fixed=fixed, grad_magnitudes=MODERATE
     )
     # Drawn gradients, not ones that depend on the params: with sign-like steps (beta = 0) a
     # param at its optimum flips the sign of its next step on one rounding difference, so two
