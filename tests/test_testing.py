@@ -13,11 +13,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
-from test_optim import RULES
+from test_optim import RULES, LambReference
 
 import purenn as pn
 from purenn import testing as pt
 from purenn.optim import GradientTransformation
+from purenn.testing import _reference as reference
 from purenn.testing import strategies as S
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,6 +176,54 @@ def test_a_bias_correction_wrong_by_a_tenth_of_a_percent_is_caught_at_step_1():
         r"param at '0\.weight' \[0, 0\]: torch -?[\d.e-]+, purenn -?[\d.e-]+ \(\|diff\| [\d.e-]+ > ",
     ):
         pt.check_matches_torch(tiny_adam(bias_correction_error=1e-3), torch.optim.Adam, lr=1e-2)
+
+
+def test_trajectories_share_gradients_so_an_unstable_loop_does_not_amplify_rounding():
+    # LAMB with small betas takes sign-like steps that oscillate around the optimum of the default
+    # gradient; when each side took the gradient at its own params, a one-ulp difference at step 3
+    # (the trust ratio's norms round differently) grew to 4e-6 by step 7, 3x the float32 tolerance.
+    start = [float.fromhex(h) for h in ("0x1.8a7eb8p+0", "-0x1.2c78a0p-2", "-0x1.16e292p+1")]
+    params = pn.Params({"w": torch.tensor(start, dtype=torch.float32)})
+    kwargs = {"lr": 0.1, "betas": (0.125**0.5, 0.125), "eps": 1e-4}
+    pt.check_matches_torch(
+        pn.optim.lamb(**kwargs), LambReference, params=params, steps=10, variants=({},), **kwargs
+    )
+
+
+def test_an_ill_conditioned_problem_is_judged_by_its_sensitivity_to_rounding(monkeypatch):
+    # Adam with betas 0 steps by lr * sign(g): the param goes 0 -> -0.1 -> ~1e-11 (cancellation),
+    # then a zero gradient leaves g = weight_decay * p, 1e-2 of eps, so lr * wd / eps = 6e6 times
+    # the param's rounding error lands in the step. torch and purenn differ there by 8.7e-11,
+    # 870x float64's tolerance; one rounding difference per step moves torch by twice that.
+    values = (1.5409960746765137, -1.77817, 0.0, 1.5409960746765137, 0.0)
+    grads = [pn.Params({"w": torch.tensor(g, dtype=torch.float64)}) for g in values]
+    kwargs = {"lr": 0.1, "betas": (0.0, 0.0), "eps": 1e-9, "weight_decay": 0.0625}
+
+    def check():
+        pt.check_matches_torch(
+            pn.optim.adam(**kwargs),
+            torch.optim.Adam,
+            params=pn.Params({"w": torch.zeros((), dtype=torch.float64)}),
+            steps=len(values),
+            grad_fn=lambda p, t: grads[t],
+            **kwargs,
+        )
+
+    check()
+    monkeypatch.setattr(reference, "ROUNDING_SLACK", 0.0)
+    with pytest.raises(AssertionError, match=r"diverge at step 3 of 5: .* so it is not rounding"):
+        check()
+
+
+def test_in_float32_a_small_bug_is_not_taken_for_rounding():
+    with pytest.raises(
+        AssertionError,
+        match=r"Adam\(foreach=False\) diverge at step 1 of 50: .* moves the torch run at '[\w.]+' "
+        r"by at most [\d.e-]+, purenn differs by [\d.e-]+, more than 4x that",
+    ):
+        pt.check_matches_torch(
+            tiny_adam(bias_correction_error=1e-2), torch.optim.Adam, lr=1e-2, dtype=torch.float32
+        )
 
 
 def test_a_forgotten_weight_decay_is_caught():

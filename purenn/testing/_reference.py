@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -48,9 +49,20 @@ def check_matches_torch(
 ) -> None:
     """Property 4: `steps` steps of `opt` give the params that `torch_optimizer_cls` gives.
 
-    Both start from `params` and, at step `t`, see the gradient `grad_fn(params_t, t)`
-    at their own current params; the params are compared after every step, so a
-    discrepancy is reported at the step where it first shows. The torch optimizer is
+    Both start from `params` and, at step `t`, see the same gradient
+    `grad_fn(params_t, t)`, taken at purenn's current params; the params are compared
+    after every step, so a discrepancy is reported at the step where it first shows.
+    The gradients are shared, not taken by each side at its own params, because such
+    closed loops can be unstable: a sign-like step (Adam with small betas, LAMB, Lion)
+    that oscillates around an optimum amplifies a one-ulp rounding difference by a
+    factor per step, so two correct float32 implementations part far beyond any
+    rounding tolerance within a few steps. Shared gradients still make the
+    sequence depend on the trajectory (sign changes near an optimum, shrinking
+    magnitudes), while the difference left to compare is the rule's own. A
+    difference beyond `rtol`/`atol` is then accepted only where the problem is
+    ill-conditioned enough that rounding explains it: the torch run, perturbed by
+    one rounding difference per stored value and step, moves at least a quarter as
+    far (see `_Sensitivity`). The torch optimizer is
     built as `torch_optimizer_cls(tensors, **variant, **torch_kwargs)` once per
     variant (by default the for-loop and the foreach implementation); give `opt` the
     same hyperparameters as `torch_kwargs`.
@@ -87,30 +99,132 @@ def check_matches_torch(
     atol = default_atol if atol is None else atol
     spec = _treeutil.structure(params)
 
-    trajectory = []
+    trajectory, gradients = [], []
     current, state = params, opt.init(params)
     for t in range(steps):
-        current, state = pn_step(opt, current, grad_fn(current, t), state)
+        grads = grad_fn(current, t)
+        current, state = pn_step(opt, current, grads, state)
         trajectory.append(current)
+        gradients.append(_treeutil.flatten(grads)[0])
 
+    start = _treeutil.flatten(params)[0]
     for variant in variants if variants is not None else default_variants(torch_optimizer_cls):
         name = _variant_name(torch_optimizer_cls, variant)
-        tensors = [
-            torch.nn.Parameter(leaf.detach().clone()) for leaf in _treeutil.flatten(params)[0]
-        ]
-        twin = torch_optimizer_cls(tensors, **variant, **torch_kwargs)
-        for t, ours in enumerate(trajectory):
-            theirs = _treeutil.unflatten(spec, [p.detach() for p in tensors])
-            grads = _treeutil.flatten(grad_fn(theirs, t))[0]
-            for p, g in zip(tensors, grads, strict=True):
-                p.grad = g.detach().clone()
-            twin.step()
-            theirs = _treeutil.unflatten(spec, [p.detach() for p in tensors])
+        runs = _twin_run(torch_optimizer_cls, variant, start, gradients, torch_kwargs)
+        sensitivity = _Sensitivity(torch_optimizer_cls, variant, start, gradients, torch_kwargs)
+        for t, (ours, theirs) in enumerate(zip(trajectory, runs, strict=True)):
+            theirs = _treeutil.unflatten(spec, theirs)
             found = describe_difference(
                 ours, theirs, rtol=rtol, atol=atol, names=("torch", "purenn")
             )
-            if found is not None:
+            if found is None:
+                continue
+            verdict = sensitivity.judge(t, ours, theirs)
+            if verdict is not None:
                 raise AssertionError(
                     f"check_matches_torch: the rule and {name} diverge at step {t + 1} of "
-                    f"{steps}: param {found}"
+                    f"{steps}: param {found}{verdict}"
                 )
+
+
+# How far beyond the torch optimizer's sensitivity to rounding (see `_Sensitivity`) purenn's
+# difference from it may go before it counts as a bug.
+ROUNDING_SLACK = 4.0
+
+
+def _twin_run(
+    cls: type[torch.optim.Optimizer],
+    variant: Mapping[str, Any],
+    start: Sequence[torch.Tensor],
+    gradients: Sequence[Sequence[torch.Tensor]],
+    torch_kwargs: Mapping[str, Any],
+    perturb: torch.Generator | None = None,
+) -> Iterator[list[torch.Tensor]]:
+    """The torch optimizer's params (flat) after each step, fed `gradients`.
+
+    With `perturb`, every float param and state tensor (not the step count) is moved
+    by one unit of its dtype's epsilon, up or down at random, after each step: one
+    rounding difference in everything an implementation stores.
+    """
+    tensors = [torch.nn.Parameter(leaf.detach().clone()) for leaf in start]
+    twin = cls(tensors, **variant, **torch_kwargs)
+    for grads in gradients:
+        for p, g in zip(tensors, grads, strict=True):
+            p.grad = g.detach().clone()
+        twin.step()
+        if perturb is not None:
+            with torch.no_grad():
+                for p in tensors:
+                    stored = [v for k, v in twin.state[p].items() if k != "step"]
+                    for x in (p, *stored):
+                        _nudge(x, perturb)
+        yield [p.detach().clone() for p in tensors]
+
+
+def _nudge(x: Any, generator: torch.Generator) -> None:
+    if not isinstance(x, torch.Tensor) or not (x.is_floating_point() or x.is_complex()):
+        return
+    real = x.real.dtype if x.is_complex() else x.dtype
+    signs = torch.randint(0, 2, x.shape, generator=generator).to(real) * 2 - 1
+    x.mul_(1 + torch.finfo(real).eps * signs)
+
+
+class _Sensitivity:
+    """Arbiter for differences beyond the tolerance: how much rounding moves the torch run.
+
+    An ill-conditioned problem (a centered RMSprop whose variance cancels, a param
+    that crosses 0 and is then divided by a tiny eps) amplifies rounding differences
+    far beyond any fixed tolerance, so two correct implementations part there. The
+    torch optimizer is run again with one rounding difference injected per stored
+    value and step; a difference counts as rounding when, leaf by leaf, purenn's
+    largest difference from the torch run is at most `ROUNDING_SLACK` times the
+    perturbed run's. On well-conditioned problems that run stays within ulps, so
+    real discrepancies still fail.
+    """
+
+    def __init__(
+        self,
+        cls: type[torch.optim.Optimizer],
+        variant: Mapping[str, Any],
+        start: Sequence[torch.Tensor],
+        gradients: Sequence[Sequence[torch.Tensor]],
+        torch_kwargs: Mapping[str, Any],
+    ) -> None:
+        self._args = (cls, variant, start, gradients, torch_kwargs)
+        self._run: Iterator[list[torch.Tensor]] | None = None
+        self._steps: list[list[torch.Tensor]] = []
+
+    def _at(self, t: int) -> list[torch.Tensor]:
+        if self._run is None:
+            self._run = _twin_run(*self._args, perturb=torch.Generator().manual_seed(0))
+        while len(self._steps) <= t:
+            self._steps.append(next(self._run))
+        return self._steps[t]
+
+    def judge(self, t: int, ours: Any, theirs: Any) -> str | None:
+        """None if the difference at step `t` is within rounding's reach, else why not."""
+        paths, our_leaves, _ = _treeutil.flatten_with_paths(ours)
+        their_leaves = _treeutil.flatten(theirs)[0]
+        for path, a, b, c in zip(paths, our_leaves, their_leaves, self._at(t), strict=True):
+            if not (isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())):
+                if describe_difference(a, b) is not None:
+                    return ""  # exact leaves have no rounding to blame
+                continue
+            wide = torch.complex128 if a.is_complex() else torch.float64
+            ours_gap = _max_gap(a.to(wide), b.to(wide))
+            reach = _max_gap(c.to(wide), b.to(wide))
+            if ours_gap <= ROUNDING_SLACK * reach:
+                continue
+            return (
+                f"; one rounding difference per stored value and step moves the torch run "
+                f"at '{path}' by at most {reach:.3g}, purenn differs by {ours_gap:.3g}, "
+                f"more than {ROUNDING_SLACK:g}x that, so it is not rounding"
+            )
+        return None
+
+
+def _max_gap(y: torch.Tensor, reference: torch.Tensor) -> float:
+    """Largest |y - reference|; a NaN or infinity where `reference` has none counts as infinite."""
+    agree = (torch.isnan(y) & torch.isnan(reference)) | (torch.isinf(reference) & (y == reference))
+    gap = (y - reference).abs().masked_fill(agree, 0.0)
+    return float(torch.nan_to_num(gap, nan=math.inf).max())
