@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.func
 
+from . import _treeutil
 from ._errors import ShapeError
 from ._guard import debug_check
 from ._packed import Packed, buffers, common_layout
@@ -96,7 +97,7 @@ def grad(
         >>> g_params, g_x = pn.grad(loss_fn, argnums=(0, 1))(params, x, y)
     """
     return _through_buffers(
-        torch.func.grad, _checked_scalar(f, has_aux, "pn.grad"), argnums, has_aux
+        torch.func.grad, _checked_scalar(f, has_aux, "pn.grad"), argnums, has_aux, "pn.grad"
     )
 
 
@@ -113,6 +114,7 @@ def value_and_grad(
         _checked_scalar(f, has_aux, "pn.value_and_grad"),
         argnums,
         has_aux,
+        "pn.value_and_grad",
     )
 
     @functools.wraps(f)
@@ -128,6 +130,7 @@ def _through_buffers(
     fn: Callable[..., Any],
     argnums: int | tuple[int, ...],
     has_aux: bool,
+    name: str,
 ) -> Callable[..., Any]:
     """`transform(fn, argnums)` that differentiates packed Params arguments through their flat buffers.
 
@@ -141,6 +144,14 @@ def _through_buffers(
     @functools.wraps(fn)
     def differentiated(*args: Any, **kwargs: Any) -> Any:
         debug_check(**{f"argument {i}": args[i] for i in positions if i < len(args)})
+        try:
+            return _differentiated(*args, **kwargs)
+        except RuntimeError as error:
+            if "floating point dtype can require gradients" in str(error):
+                _raise_for_non_float_leaves(name, args, positions, error)
+            raise
+
+    def _differentiated(*args: Any, **kwargs: Any) -> Any:
         layouts = {i: common_layout([args[i]]) for i in positions if i < len(args)}
         if all(layout is None for layout in layouts.values()):
             return plain(*args, **kwargs)
@@ -170,3 +181,25 @@ def _through_buffers(
         return grads if bare else (grads, *out[1:])
 
     return differentiated
+
+
+def _raise_for_non_float_leaves(
+    name: str, args: tuple[Any, ...], positions: tuple[int, ...], error: RuntimeError
+) -> None:
+    """Re-raise torch's bare "only floating point" error naming the leaves at fault."""
+    for i in positions:
+        if i >= len(args):
+            continue
+        paths, leaves, _ = _treeutil.flatten_with_paths(args[i])
+        bad = [
+            f"{path or '<root>'} ({leaf.dtype})"
+            for path, leaf in zip(paths, leaves, strict=True)
+            if isinstance(leaf, torch.Tensor)
+            and not (leaf.is_floating_point() or leaf.is_complex())
+        ]
+        if bad:
+            raise TypeError(
+                f"{name}: argument {i} has leaves that cannot be differentiated, "
+                f"{', '.join(bad)}; gradients need float leaves: pass integer data "
+                "(counts, indices) as a separate argument outside argnums"
+            ) from error

@@ -289,6 +289,14 @@ def test_integer_output_raises():
         pn.grad(lambda p: (p["w"] > 0).sum())(params)
 
 
+@pytest.mark.parametrize("transform", [pn.grad, pn.value_and_grad])
+def test_integer_leaves_in_the_differentiated_argument_are_named(transform):
+    params = pn.Params({"w": torch.ones(3, dtype=F64), "index": {"n": torch.arange(3)}})
+    name = "pn.grad" if transform is pn.grad else "pn.value_and_grad"
+    with pytest.raises(TypeError, match=rf"{name}: argument 1 .* index\.n \(torch\.int64\)"):
+        transform(lambda x, p: (p["w"] * x).sum(), argnums=(0, 1))(torch.ones(3, dtype=F64), params)
+
+
 # ---------------------------------------------------------------------------------------------
 # pn.loss with state (BatchNorm through pn.from_torch)
 # ---------------------------------------------------------------------------------------------
