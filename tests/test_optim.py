@@ -510,6 +510,8 @@ def test_user_defined_rule_with_empty_state():
     new, state = pn.step(rule, params, params, rule.init(params))
     pn.testing.assert_tree_equal(new, pn.tree.scale(params, 0.5))
     assert pn.tree.leaves(state) == [] and isinstance(state, pn.optim.EmptyState)
+    assert state == pn.optim.EmptyState() and hash(state) == hash(pn.optim.EmptyState())
+    assert state != pn.optim.GradientTransformation(init, update) and state != ()
 
 
 @pytest.mark.parametrize(

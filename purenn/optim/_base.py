@@ -50,4 +50,13 @@ class GradientTransformation:
 
 @node
 class EmptyState:
-    """The state of a rule that keeps none (e.g. plain SGD); a tree node with no leaves."""
+    """The state of a rule that keeps none (e.g. plain SGD); a tree node with no leaves.
+
+    All instances are equal (nodes with tensor fields have no `==`; this one has no fields).
+    """
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is EmptyState
+
+    def __hash__(self) -> int:
+        return hash(EmptyState)
