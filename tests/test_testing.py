@@ -215,6 +215,32 @@ def test_an_ill_conditioned_problem_is_judged_by_its_sensitivity_to_rounding(mon
         check()
 
 
+def test_a_rounding_difference_in_an_increment_counts_where_the_sum_cancels(monkeypatch):
+    # bfloat16 Adam with betas 0: the param steps 0 -> -0.1 -> ~0 -> -0.1 -> ~0, where purenn's
+    # sum cancels to exactly 0 and torch's leaves 1e-4, and a zero gradient then steps by
+    # lr * sign(weight_decay * p): 0 against 0.038. The error of a cancelling sum is that of
+    # its increment (0.1 * eps), not of its result, and the perturbed run models it so.
+    values = (1.53906, -1.60156, 1.53906, 0.0, 0.0)
+    grads = [pn.Params({"w": torch.tensor(g, dtype=torch.bfloat16)}) for g in values]
+    kwargs = {"lr": 0.1, "betas": (0.0, 0.0), "eps": 1e-5, "weight_decay": 0.0625}
+
+    def check():
+        pt.check_matches_torch(
+            pn.optim.adam(**kwargs),
+            torch.optim.Adam,
+            params=pn.Params({"w": torch.zeros((), dtype=torch.bfloat16)}),
+            steps=len(values),
+            grad_fn=lambda p, t: grads[t],
+            variants=({"foreach": False},),
+            **kwargs,
+        )
+
+    check()
+    monkeypatch.setattr(reference, "ROUNDING_SLACK", 0.0)
+    with pytest.raises(AssertionError, match=r"diverge at step 5 of 5: .* so it is not rounding"):
+        check()
+
+
 def test_in_float32_a_small_bug_is_not_taken_for_rounding():
     with pytest.raises(
         AssertionError,

@@ -143,30 +143,45 @@ def _twin_run(
     """The torch optimizer's params (flat) after each step, fed `gradients`.
 
     With `perturb`, every float param and state tensor (not the step count) is moved
-    by one unit of its dtype's epsilon, up or down at random, after each step: one
-    rounding difference in everything an implementation stores.
+    after each step by one unit of its dtype's epsilon, up or down at random, relative
+    to the larger of its new value and of the step's change to it: one rounding
+    difference in everything an implementation stores, whether it rounds the result
+    or the increment (`p + u` that cancels to ~0 carries the error of `u`).
     """
     tensors = [torch.nn.Parameter(leaf.detach().clone()) for leaf in start]
     twin = cls(tensors, **variant, **torch_kwargs)
     for grads in gradients:
         for p, g in zip(tensors, grads, strict=True):
             p.grad = g.detach().clone()
+        before = (
+            {k: v.clone() for k, v in _stored(twin, tensors).items()} if perturb is not None else {}
+        )
         twin.step()
         if perturb is not None:
             with torch.no_grad():
-                for p in tensors:
-                    stored = [v for k, v in twin.state[p].items() if k != "step"]
-                    for x in (p, *stored):
-                        _nudge(x, perturb)
+                for key, x in _stored(twin, tensors).items():
+                    _nudge(x, before.get(key), perturb)
         yield [p.detach().clone() for p in tensors]
 
 
-def _nudge(x: Any, generator: torch.Generator) -> None:
-    if not isinstance(x, torch.Tensor) or not (x.is_floating_point() or x.is_complex()):
-        return
+def _stored(twin: torch.optim.Optimizer, tensors: Sequence[torch.Tensor]) -> dict[Any, Any]:
+    """The params and their float state tensors (not step counts), by (param, name)."""
+    stored: dict[Any, Any] = {}
+    for i, p in enumerate(tensors):
+        stored[i, None] = p
+        for name, value in twin.state[p].items():
+            if name != "step" and isinstance(value, torch.Tensor):
+                if value.is_floating_point() or value.is_complex():
+                    stored[i, name] = value
+    return {key: value.detach() for key, value in stored.items()}
+
+
+def _nudge(x: torch.Tensor, old: torch.Tensor | None, generator: torch.Generator) -> None:
     real = x.real.dtype if x.is_complex() else x.dtype
+    scale = x.abs() if old is None else torch.maximum(x.abs(), (x - old).abs())
+    scale = torch.nan_to_num(scale, nan=0.0, posinf=0.0)  # nothing to nudge in inf or NaN
     signs = torch.randint(0, 2, x.shape, generator=generator).to(real) * 2 - 1
-    x.mul_(1 + torch.finfo(real).eps * signs)
+    x.add_(torch.finfo(real).eps * signs * scale)
 
 
 class _Sensitivity:
