@@ -187,9 +187,9 @@ def test_trajectory_matches_torch_optim_in_half_precision(rule, data):
     kwargs, problem = draw_case(
         data, rule, steps=5, dtypes=(dtype,), fixed=fixed, grad_magnitudes=MODERATE
     )
-    # Drawn gradients, not ones that depend on the params: with sign-like steps (beta = 0) a
-    # param at its optimum flips the sign of its next step on one rounding difference, so two
-    # correct half-precision trajectories part by 2 * lr there.
+    # Drawn gradients, or ones that depend on the params (check_matches_torch shares them
+    # between the two sides, so a rounding difference does not feed back into the gradients).
+    grad_fn = problem.grad_fn if data.draw(st.booleans(), label="drawn grads") else None
     # Fused kernels compute in float32 and round once, so in half precision they drift from the
     # for-loop and foreach ones (and purenn), which round every operation; and torch 2.13's fused
     # CPU SGD is plainly wrong there on tensors of 16+ elements (off by about lr * g per step).
@@ -199,7 +199,7 @@ def test_trajectory_matches_torch_optim_in_half_precision(rule, data):
         rule.twin,
         params=problem.params,
         steps=5,
-        grad_fn=problem.grad_fn,
+        grad_fn=grad_fn,
         variants=variants,
         **kwargs,
     )
