@@ -59,8 +59,12 @@ class Jitted:
 
     @property
     def cache_size(self) -> int:
-        """How many variants have been built (one per distinct argument structure)."""
+        """How many variants have been built (one per argument structure and `pn.config.jit` setting)."""
         return len(self._cache)
+
+    def _compiling(self) -> bool:
+        # Read at every call, so that setting pn.config.jit takes effect on the next call.
+        return config.jit if self._compile is None else self._compile
 
     def _arg(self, i: int) -> str:
         name = self._arg_names[i] if i < len(self._arg_names) else None
@@ -90,7 +94,7 @@ class Jitted:
             kw_flat = _rebuild.flatten(kwargs, mark_scalars=True, with_paths=False)
         except (DonatedError, TypeError):
             return self._call_checked(args, kwargs)
-        key = (tuple(f[0] for f in flat), kw_flat[0])
+        key = (tuple(f[0] for f in flat), kw_flat[0], self._compiling())
         entry = self._cache.get(key)
         tensors = [t for f in flat for t in f[1]]
         tensors.extend(kw_flat[1])
@@ -130,7 +134,7 @@ class Jitted:
                 if args[i] is not originals[i]:
                     nodes[i] += node_list(args[i])
 
-        key = (tuple(f[0] for f in flat), kw_flat[0])
+        key = (tuple(f[0] for f in flat), kw_flat[0], self._compiling())
         entry = self._cache.get(key)
         if entry is None:
             donated_positions, donated_paths, start = [], [], 0
@@ -209,12 +213,11 @@ class Jitted:
         (see `_rebuild.SCALAR`); `returned inputs` lists `(output position, input position)`
         for the 0-d inputs it returns unchanged, which are left out of the output tensors.
         """
-        arg_descs, kw_desc = key
+        arg_descs, kw_desc, use_compile = key
         fn = self.fn
         donated_layouts = [
             layout for i in self.donate_argnums for layout in _packed_layouts(arg_descs[i])
         ]
-        use_compile = config.jit if self._compile is None else self._compile
         n_inputs, scalars = _rebuild.input_positions((*arg_descs, kw_desc))
         if not use_compile:
             scalars = ()  # eager code takes 0-d tensors as they are

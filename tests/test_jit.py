@@ -237,6 +237,22 @@ def test_config_jit_false_runs_eagerly_with_the_same_semantics():
     pn.testing.assert_tree_equal(got, expected)
 
 
+def test_setting_config_jit_takes_effect_on_the_next_call_of_a_compiled_function():
+    backend = CountingBackend()
+
+    def double(x):
+        # Tells the two apart: the trace sees is_compiling() True, an eager call False.
+        return x * 2 + (0.0 if torch.compiler.is_compiling() else 1.0)
+
+    fn = pn.jit(double, backend=backend)
+    x = torch.ones(3)
+    assert fn(x).tolist() == [2.0] * 3 and backend.graphs == 1
+    with pn.config.override(jit=False):
+        assert fn(x).tolist() == [3.0] * 3
+    assert fn(x).tolist() == [2.0] * 3
+    assert backend.graphs == 1 and fn.cache_size == 2
+
+
 def test_bad_donate_argnums_are_rejected():
     with pytest.raises(ValueError, match="donate_argnums must be non-negative ints"):
         pn.jit(update, donate_argnums=(-1,))
