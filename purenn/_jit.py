@@ -260,8 +260,47 @@ class Jitted:
         )
         donated = set(donated_positions)
         kept = tuple(i for i in range(n_inputs) if i not in donated)
-        compiled = torch.compile(flat_fn, **self._options) if use_compile else flat_fn
+        compiled = (
+            torch.compile(flat_fn, **_with_guard_filter(self._options)) if use_compile else flat_fn
+        )
         return _Entry(compiled, scalars, donated_positions, kept)
+
+
+# The closure constants of `flat_fn` that describe a variant. pn.jit picks the variant by
+# their value (its cache key), and nothing mutates them, so dynamo's guards on them (several
+# hundred for a model's tree, checked on every call) can never fail.
+_OWN_CONSTANTS = ("arg_descs", "kw_desc", "donated_layouts", "donated_positions", "scalars")
+_OWN_PREFIXES = tuple(f"{name}{sep}" for name in _OWN_CONSTANTS for sep in ("[", "."))
+
+
+def _is_own_constant(source: str) -> bool:
+    """Whether a guard's source (e.g. `arg_descs[0][1]`) lies inside a variant constant."""
+    return source in _OWN_CONSTANTS or source.startswith(_OWN_PREFIXES)
+
+
+# torch.compile takes options={"guard_filter_fn": ...} since the release that added GuardFilterEntry.
+_HAS_GUARD_FILTER = hasattr(torch._dynamo.types, "GuardFilterEntry")
+
+
+def _with_guard_filter(options: dict[str, Any]) -> dict[str, Any]:
+    """`torch.compile` options that drop dynamo's guards on pn.jit's own variant constants.
+
+    A `guard_filter_fn` the caller gave in `options=` still sees (and may drop) the rest.
+    With `mode=`, which torch.compile does not take together with `options=`, all guards stay.
+    """
+    if not _HAS_GUARD_FILTER or options.get("mode") is not None:
+        return options  # torch.compile takes mode= or options=, not both
+    inner = dict(options.get("options") or {})
+    user_filter = inner.get("guard_filter_fn")
+
+    def keep(entries: Any) -> list[bool]:
+        own = [_is_own_constant(entry.name) for entry in entries]
+        if user_filter is None:
+            return [not o for o in own]
+        return [not o and bool(k) for o, k in zip(own, user_filter(entries), strict=True)]
+
+    inner["guard_filter_fn"] = keep
+    return {**options, "options": inner}
 
 
 class _Entry(NamedTuple):
