@@ -190,29 +190,32 @@ def test_trajectories_share_gradients_so_an_unstable_loop_does_not_amplify_round
     )
 
 
+def check_sign_like_adam_from_zero(dtype, gradients, eps, variants=None):
+    """check_matches_torch for Adam with betas 0 (steps of about lr * sign(g)) and coupled weight
+    decay, from a 0-d param at 0, fed `gradients` in turn."""
+    grads = [pn.Params({"w": torch.tensor(g, dtype=dtype)}) for g in gradients]
+    kwargs = {"lr": 0.1, "betas": (0.0, 0.0), "eps": eps, "weight_decay": 0.0625}
+    pt.check_matches_torch(
+        pn.optim.adam(**kwargs),
+        torch.optim.Adam,
+        params=pn.Params({"w": torch.zeros((), dtype=dtype)}),
+        steps=len(gradients),
+        grad_fn=lambda p, t: grads[t],
+        variants=variants,
+        **kwargs,
+    )
+
+
 def test_an_ill_conditioned_problem_is_judged_by_its_sensitivity_to_rounding(monkeypatch):
     # Adam with betas 0 steps by lr * sign(g): the param goes 0 -> -0.1 -> ~1e-11 (cancellation),
     # then a zero gradient leaves g = weight_decay * p, 1e-2 of eps, so lr * wd / eps = 6e6 times
     # the param's rounding error lands in the step. torch and purenn differ there by 8.7e-11,
     # 870x float64's tolerance; one rounding difference per step moves torch by twice that.
     values = (1.5409960746765137, -1.77817, 0.0, 1.5409960746765137, 0.0)
-    grads = [pn.Params({"w": torch.tensor(g, dtype=torch.float64)}) for g in values]
-    kwargs = {"lr": 0.1, "betas": (0.0, 0.0), "eps": 1e-9, "weight_decay": 0.0625}
-
-    def check():
-        pt.check_matches_torch(
-            pn.optim.adam(**kwargs),
-            torch.optim.Adam,
-            params=pn.Params({"w": torch.zeros((), dtype=torch.float64)}),
-            steps=len(values),
-            grad_fn=lambda p, t: grads[t],
-            **kwargs,
-        )
-
-    check()
+    check_sign_like_adam_from_zero(torch.float64, values, eps=1e-9)
     monkeypatch.setattr(reference, "ROUNDING_SLACK", 0.0)
     with pytest.raises(AssertionError, match=r"diverge at step 3 of 5: .* so it is not rounding"):
-        check()
+        check_sign_like_adam_from_zero(torch.float64, values, eps=1e-9)
 
 
 def test_a_rounding_difference_in_an_increment_counts_where_the_sum_cancels(monkeypatch):
@@ -221,24 +224,11 @@ def test_a_rounding_difference_in_an_increment_counts_where_the_sum_cancels(monk
     # lr * sign(weight_decay * p): 0 against 0.038. The error of a cancelling sum is that of
     # its increment (0.1 * eps), not of its result, and the perturbed run models it so.
     values = (1.53906, -1.60156, 1.53906, 0.0, 0.0)
-    grads = [pn.Params({"w": torch.tensor(g, dtype=torch.bfloat16)}) for g in values]
-    kwargs = {"lr": 0.1, "betas": (0.0, 0.0), "eps": 1e-5, "weight_decay": 0.0625}
-
-    def check():
-        pt.check_matches_torch(
-            pn.optim.adam(**kwargs),
-            torch.optim.Adam,
-            params=pn.Params({"w": torch.zeros((), dtype=torch.bfloat16)}),
-            steps=len(values),
-            grad_fn=lambda p, t: grads[t],
-            variants=({"foreach": False},),
-            **kwargs,
-        )
-
-    check()
+    loop_only = ({"foreach": False},)
+    check_sign_like_adam_from_zero(torch.bfloat16, values, eps=1e-5, variants=loop_only)
     monkeypatch.setattr(reference, "ROUNDING_SLACK", 0.0)
     with pytest.raises(AssertionError, match=r"diverge at step 5 of 5: .* so it is not rounding"):
-        check()
+        check_sign_like_adam_from_zero(torch.bfloat16, values, eps=1e-5, variants=loop_only)
 
 
 def test_in_float32_a_small_bug_is_not_taken_for_rounding():
