@@ -56,35 +56,39 @@ def first_difference(
     """The first path where two structures differ: (path, message template, a's node, b's node)."""
     a_entries = [] if a.is_leaf() else list(a.entries())
     b_entries = [] if b.is_leaf() else list(b.entries())
-    if a.is_leaf() != b.is_leaf() or a.type != b.type or a_entries != b_entries:
-        b_set = set(map(str, b_entries))
-        a_set = set(map(str, a_entries))
-        if not a.is_leaf() and not b.is_leaf() and a.type == b.type:
-            for entry in a_entries:
-                if str(entry) not in b_set:
-                    return _join(prefix, entry), "{a} has it but {b} does not", "", ""
-            for entry in b_entries:
-                if str(entry) not in a_set:
-                    return _join(prefix, entry), "{b} has it but {a} does not", "", ""
-            order = (
-                "the same keys in a different order: {a} has "
-                + str(a_entries)
-                + ", {b} has "
-                + str(b_entries)
-            )
-            return prefix or "<root>", order, "", ""
+    if a.is_leaf() != b.is_leaf() or a.type != b.type:
         return (
             prefix or "<root>",
             "{a} has {a_node} but {b} has {b_node}",
             _describe_node(a),
             _describe_node(b),
         )
-    if not a.is_leaf():
-        for entry, child_a, child_b in zip(a_entries, a.children(), b.children(), strict=True):
-            found = first_difference(child_a, child_b, _join(prefix, entry))
-            if found is not None:
-                return found
+    if a.is_leaf():
+        return None
+    # Entries in a's order, so the path named is the first difference in a's leaf order
+    # (a subtree that differs before a key that only one side has).
+    b_children = dict(zip(map(str, b_entries), b.children(), strict=True))
+    for entry, child_a in zip(a_entries, a.children(), strict=True):
+        child_b = b_children.get(str(entry))
+        if child_b is None:
+            return _join(prefix, entry), "{a} has it but {b} does not", "", ""
+        found = first_difference(child_a, child_b, _join(prefix, entry))
+        if found is not None:
+            return found
+    a_set = set(map(str, a_entries))
+    for entry in b_entries:
+        if str(entry) not in a_set:
+            return _join(prefix, entry), "{b} has it but {a} does not", "", ""
+    if a_entries != b_entries:
+        a_shown, b_shown = (_escaped(str(e)) for e in (a_entries, b_entries))
+        order = f"the same keys in a different order: {{a}} has {a_shown}, {{b}} has {b_shown}"
+        return prefix or "<root>", order, "", ""
     return None
+
+
+def _escaped(text: str) -> str:
+    """`text` inside a message template that is later `str.format`ted."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _join(prefix: str, entry: Any) -> str:

@@ -67,6 +67,11 @@ def test_map_over_several_trees_and_paths_in_order():
             ),
             r"at '1', tree has Params with entries \[weight\] but rest\[0\] has a leaf",
         ),
+        (
+            # '0' differs before the missing '1' in leaf order, so '0' is named.
+            pn.Params({"0": torch.ones(2, 3)}),
+            r"at '0', tree has Params with entries \[weight, bias\] but rest\[0\] has a leaf",
+        ),
     ],
 )
 def test_structure_mismatch_names_the_first_differing_path(other, message):
