@@ -499,7 +499,8 @@ def test_structure_errors_name_a_path_that_really_differs(spec, data):
         kept = {k: v for k, v in parent_node.items() if k != leaf}
         other = pn.tree.set(tree, parent, pn.Params(kept)) if parent else pn.Params(kept)
     elif change == "add":
-        other = pn.tree.set(tree, f"{parent}.new" if parent else "new", torch.zeros(2))
+        grown = pn.Params({**_node_at(tree, parent), "new": torch.zeros(2)})
+        other = pn.tree.set(tree, parent, grown) if parent else grown
     else:
         other = pn.tree.set(tree, target, pn.Params({"z": torch.zeros(2)}))
     with pytest.raises(pn.TreeMismatchError) as info:

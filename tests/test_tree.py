@@ -95,8 +95,11 @@ def test_set_returns_a_new_tree_and_leaves_the_old_one():
     q = pn.tree.set(p, "0.bias", torch.zeros(2))
     assert torch.equal(p["0.bias"], torch.ones(2)) and torch.equal(q["0.bias"], torch.zeros(2))
     assert q["0.weight"] is p["0.weight"] and q["1"] is p["1"]
-    added = pn.tree.set(p, "1.bias", torch.zeros(1))
-    assert pn.tree.paths(added)[-1] == "1.bias"
+    # A misspelt last key raises: adding a leaf that nothing reads would hide the typo.
+    with pytest.raises(
+        KeyError, match=r"no entry 'bais' at 1 \(path '1\.bais'\); keys there: \['weight'\]"
+    ):
+        pn.tree.set(p, "1.bais", torch.zeros(1))
     with pytest.raises(KeyError, match=r"no entry 'x' at the root \(path 'x\.y'\)"):
         pn.tree.set(p, "x.y", torch.zeros(1))
     with pytest.raises(KeyError, match=r"0\.weight is a leaf \(Tensor\), so it has no entry 'z'"):
@@ -235,3 +238,4 @@ def test_diff_and_summary_report_per_path_change():
 def test_summary_handles_integer_and_empty_leaves():
     table = pn.tree.summary(pn.Params({"count": torch.tensor(5), "empty": torch.zeros(0)}))
     assert table.rows[0][5] == 5.0 and table.rows[1][5] == 0.0
+

@@ -81,8 +81,12 @@ def zeros_like(tree: Any) -> Any:
 def set_leaf(tree: Any, path: str, value: Any) -> Any:
     """A new tree equal to `tree` except that the leaf (or subtree) at dotted `path` is `value`.
 
-    Works through `Params` (where it may also add a new key), purenn state nodes,
-    dicts, lists and tuples. The original tree is not changed.
+    Works through `Params`, purenn state nodes, dicts, lists and tuples. The path
+    must exist: a misspelt key raises rather than adding a leaf that nothing reads
+    (build a new `pn.Params` to add entries). The original tree is not changed.
+
+    Raises:
+        KeyError: a part of `path` names no entry, listing the entries there.
 
     Example:
         >>> p2 = pn.tree.set(params, "0.bias", torch.zeros(256))
@@ -98,12 +102,13 @@ def _set(node: Any, parts: list[str], value: Any, path: str, depth: int) -> Any:
     part = parts[depth]
     where = ".".join(parts[:depth]) or "the root"
     if isinstance(node, Params):
-        if part not in node._data and depth < len(parts) - 1:
+        if part not in node._data:
             raise KeyError(
-                f"pn.tree.set: no entry {part!r} at {where} (path {path!r}); keys there: {list(node)}"
+                f"pn.tree.set: no entry {part!r} at {where} (path {path!r}); keys there: {list(node)}. "
+                "pn.tree.set replaces existing entries; build a new pn.Params to add one."
             )
         new = dict(node._data)
-        new[part] = _set(node._data.get(part), parts, value, path, depth + 1)
+        new[part] = _set(node._data[part], parts, value, path, depth + 1)
         return Params(new)
     if attrs.has(type(node)):
         names = [f.name for f in attrs.fields(type(node))]
