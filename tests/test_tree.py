@@ -239,3 +239,11 @@ def test_summary_handles_integer_and_empty_leaves():
     table = pn.tree.summary(pn.Params({"count": torch.tensor(5), "empty": torch.zeros(0)}))
     assert table.rows[0][5] == 5.0 and table.rows[1][5] == 0.0
 
+
+def test_global_norm_names_an_integer_leaf():
+    state = pn.optim.adam().init(params())
+    with pytest.raises(TypeError, match=r"global_norm: leaf 'count' is torch\.int64"):
+        pn.tree.global_norm(state)
+    assert torch.allclose(
+        pn.tree.global_norm(state.exp_avg), torch.tensor(0.0)
+    )  # its float part is fine

@@ -40,10 +40,29 @@ def global_norm(tree: Any) -> torch.Tensor:
 
     Computed per leaf in the leaf's dtype (as `torch.nn.utils.clip_grad_norm_` does)
     and returned on the first leaf's device; 0 for an empty tree.
+
+    Raises:
+        TypeError: a leaf is an integer or bool tensor (a step count, BatchNorm's
+            `num_batches_tracked`), naming its path: take the norm of the float part.
+
+    Example:
+        >>> pn.tree.global_norm(pn.Params({"a": torch.full((4,), 3.0), "b": torch.tensor(4.0)}))
+        tensor(7.2111)
     """
     leaves = _treeutil.tensor_leaves(tree)
     if not leaves:
         return torch.tensor(0.0)
+    if not all(leaf.is_floating_point() or leaf.is_complex() for leaf in leaves):
+        paths, all_leaves, _ = _treeutil.flatten_with_paths(tree)
+        path, leaf = next(
+            (p, x)
+            for p, x in zip(paths, all_leaves, strict=True)
+            if isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex())
+        )
+        raise TypeError(
+            f"pn.tree.global_norm: leaf '{path}' is {leaf.dtype}; a norm needs floating-point "
+            "leaves (select the float leaves, e.g. the params or grads rather than a whole state)"
+        )
     norms = [torch.linalg.vector_norm(leaf) for leaf in leaves]
     dtype = functools.reduce(torch.promote_types, (n.dtype for n in norms))
     device = leaves[0].device
