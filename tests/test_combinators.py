@@ -399,6 +399,23 @@ def test_inject_hyperparams_numbers_live_in_state_and_can_be_set():
     assert float(clipped_state.hyperparams["max_norm"]) == 1.0
 
 
+@pytest.mark.parametrize("factory", [optim.sgd, optim.adam])
+def test_inject_hyperparams_state_holds_each_value_once_so_it_can_be_donated(factory):
+    params = problem()
+    opt = optim.inject_hyperparams(factory)(lr=S.linear(0.1, 0.01, 5))
+    state = opt.init(params)
+    assert "lr" in state.hyperparams and "lr" not in state.inner.hyperparams
+    step = pn.jit(lambda p, s, g: pn.step(opt, p, g, s), donate_argnums=(0, 1), compile=False)
+    reference_params, reference_state = params, state
+    params, state = pn.tree.map(torch.clone, params), pn.tree.map(torch.clone, state)
+    for t in range(3):
+        grads = grads_at(reference_params, t)
+        reference_params, reference_state = pn.step(opt, reference_params, grads, reference_state)
+        params, state = step(params, state, grads)  # shared buffers would raise ValueError
+    pn.testing.assert_tree_equal(params, reference_params)
+    pn.testing.assert_tree_equal(state, reference_state)
+
+
 def test_inject_hyperparams_errors():
     params = problem()
 

@@ -29,8 +29,12 @@ class InjectHyperparamsState:
 
     Fields: `count` (updates done, int64 0-d); `hyperparams` (the value of each
     injected hyperparameter for the last update, or the first before any, as float64
-    0-d tensors; `betas` appear as `beta1` and `beta2`); `inner` (the rule's state,
-    whose own `hyperparams` receive these values before each update).
+    0-d tensors; `betas` appear as `beta1` and `beta2`); `inner` (the rule's state
+    without the injected hyperparameters, which `hyperparams` alone holds and which
+    are put back into the rule's `hyperparams` for each update).
+
+    One copy of each value, not two sharing a tensor: a donated state (`pn.jit`)
+    must not hold the same buffer twice.
     """
 
     count: torch.Tensor
@@ -127,7 +131,7 @@ def inject_hyperparams(
                     )
             values = {k: _value(v, zero) for k, v in injected.items() if k in kept}
             if values:
-                inner = attrs.evolve(inner, hyperparams=Params({**kept, **values}))
+                inner = attrs.evolve(inner, hyperparams=_without(kept, values))
             return InjectHyperparamsState(count=zero, hyperparams=Params(values), inner=inner)
 
         def update(
@@ -142,6 +146,8 @@ def inject_hyperparams(
             if values:
                 inner = attrs.evolve(inner, hyperparams=Params({**inner.hyperparams, **values}))
             updates, inner = rule.update(grads, inner, params)
+            if values:
+                inner = attrs.evolve(inner, hyperparams=_without(inner.hyperparams, values))
             return updates, attrs.evolve(
                 state, count=state.count + 1, hyperparams=Params(values), inner=inner
             )
@@ -151,6 +157,11 @@ def inject_hyperparams(
     build.__name__ = f"inject_hyperparams({getattr(factory, '__name__', 'factory')})"
     build.__doc__ = factory.__doc__
     return build
+
+
+def _without(hyperparams: Params, injected: Iterable[str]) -> Params:
+    """The rule's `hyperparams` less the injected ones (kept in the injecting state instead)."""
+    return Params({k: v for k, v in hyperparams.items() if k not in injected})
 
 
 def _start(value: Any, zero: torch.Tensor) -> Any:
