@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
@@ -37,6 +39,18 @@ class MutatedError(PurennError, RuntimeError):
 
 class DonatedError(PurennError, RuntimeError):
     """A tree that was donated to a compiled function was used after the call consumed it."""
+
+
+def raise_if_dead(value: Any, where: str) -> None:
+    """Raise DonatedError if `value` is a tree node (Params, state) consumed by a donating call.
+
+    Such nodes carry their DonatedError message in `_pn_dead` once killed (see `pn.jit`);
+    other values (tensors, numbers, live nodes) pass.
+    """
+    if getattr(type(value), "_kill", None) is not None:
+        message = getattr(value, "_pn_dead", None)
+        if message is not None:
+            raise DonatedError(f"{where}: {message}")
 
 
 class CheckpointError(PurennError, OSError):

@@ -6,9 +6,10 @@ from typing import Any, TypeVar
 
 import attrs
 import optree
+import torch
 import torch.utils._pytree as torch_pytree
 
-from ._errors import DonatedError
+from ._errors import DonatedError, raise_if_dead
 from ._guard import record_versions
 from ._repr import tree_repr
 from ._treeutil import NAMESPACE
@@ -141,6 +142,8 @@ def _make_init(cls: type, user_post_init: Any) -> Any:
                 f"{cls.__name__}() got unexpected fields {sorted(kwargs)}; its fields are {list(names)}"
             )
         for name, value in values.items():
+            if not torch.compiler.is_compiling():  # a compiled step's inputs were checked alive
+                raise_if_dead(value, f"{cls.__name__} field {name!r}")
             object.__setattr__(self, name, value)
         if user_post_init is not None:
             user_post_init(self)

@@ -9,7 +9,7 @@ import optree
 import torch
 import torch.utils._pytree as torch_pytree
 
-from ._errors import DonatedError
+from ._errors import DonatedError, raise_if_dead
 from ._guard import record_versions
 from ._packed import Packed
 from ._rebuild import buffer_name
@@ -214,6 +214,7 @@ def _validated(mapping: Mapping[Any, Any], prefix: str) -> dict[str, Any]:
                 "Params.from_state_dict."
             )
         if isinstance(value, Params):
+            raise_if_dead(value, f"Params entry {where!r}")
             data[key] = value
         elif isinstance(value, torch.Tensor):
             data[key] = value

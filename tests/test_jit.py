@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import attrs
 import pytest
 import torch
 
@@ -76,6 +77,11 @@ def test_donated_arguments_are_dead_after_the_call(compile):
         lambda: len(params),
         lambda: pn.step(OPT, params, grads, new_state),
         lambda: step(params, new_state, grads),
+        # Putting it into a new tree fails there, not at some later use of that tree.
+        lambda: pn.Params({"inner": params}),
+        lambda: pn.tree.set(new_params, "l0", params),
+        lambda: pn.Params.from_state_dict({"a.b": params}),
+        lambda: attrs.evolve(new_state, exp_avg=params),
     ):
         with pytest.raises(pn.DonatedError, match=message):
             use()
