@@ -1,4 +1,4 @@
-"""pn.from_torch on real architectures: a ResNet-style net with BatchNorm, TransformerEncoder, dropout."""
+"""pn.from_torch on real architectures: ResNet with BatchNorm, TransformerEncoder, dropout, ties."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import purenn as pn
 from purenn.testing import assert_tree_close, assert_tree_equal
@@ -402,3 +404,173 @@ def test_forward_keyword_arguments_reach_the_module():
     assert not torch.equal(
         model.apply(params, x, src_key_padding_mask=padding), model.apply(params, x)
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# tied parameters and buffers, shared submodules
+# ---------------------------------------------------------------------------------------------
+
+
+class Tied(nn.Module):
+    """GPT-style weight tying: the output projection is the embedding matrix."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(5, 3)
+        self.out = nn.Linear(3, 5, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, idx):
+        return self.out(torch.tanh(self.emb(idx)))
+
+
+class SharedBlock(nn.Module):
+    """One Linear and one BatchNorm instance, each used twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Linear(4, 4)
+        self.norm = nn.BatchNorm1d(4)
+        self.net = nn.Sequential(self.block, self.norm, nn.Tanh(), self.block, self.norm)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _tied():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return Tied().double()
+
+
+def test_tied_weights_are_one_param_and_apply_and_grads_match_the_module():
+    module = _tied()
+    before = snapshot(module)
+    model, params = pn.from_torch(module)
+    assert pn.tree.paths(params) == ["emb.weight"]
+    idx = torch.tensor([0, 3, 4, 3])
+    y = model.apply(params, idx)
+    with torch.no_grad():
+        torch.testing.assert_close(y, module(idx), rtol=0, atol=0)
+    target = torch.randn(4, 5, dtype=D)
+
+    def loss(p):
+        return (model.apply(p, idx) - target).square().sum()
+
+    grads = pn.grad(loss)(params)
+    twin = copy.deepcopy(module)
+    assert twin.out.weight is twin.emb.weight
+    (twin(idx) - target).square().sum().backward()
+    assert_tree_close(
+        grads,
+        pn.Params.from_state_dict({"emb.weight": twin.emb.weight.grad}),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    # The shared weight's gradient is the sum over both of its uses.
+    untied = copy.deepcopy(module)
+    untied.out.weight = nn.Parameter(untied.emb.weight.detach().clone())
+    (untied(idx) - target).square().sum().backward()
+    torch.testing.assert_close(
+        grads["emb.weight"], untied.emb.weight.grad + untied.out.weight.grad, rtol=1e-12, atol=1e-12
+    )
+    assert_unchanged(module, before)
+
+
+def test_tied_weights_init_returns_the_params_keys_and_stays_tied():
+    module = _tied()
+    model, params = pn.from_torch(module)
+    fresh = model.init(pn.random.key(0))
+    assert pn.tree.paths(fresh) == pn.tree.paths(params) == ["emb.weight"]
+    assert [(t.shape, t.dtype) for t in pn.tree.leaves(fresh)] == [
+        (t.shape, t.dtype) for t in pn.tree.leaves(params)
+    ]
+    assert_tree_equal(fresh, model.init(pn.random.key(0)))
+    assert not torch.equal(fresh["emb.weight"], params["emb.weight"])
+    twin = copy.deepcopy(module)
+    with torch.no_grad():
+        twin.emb.weight.copy_(fresh["emb.weight"])  # also the output projection: they are tied
+    idx = torch.tensor([1, 2, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(model.apply(fresh, idx), twin(idx), rtol=0, atol=0)
+
+
+def test_a_submodule_used_twice_is_converted_once():
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        module = SharedBlock().double()
+    before = snapshot(module)
+    model, params = pn.from_torch(module)
+    assert pn.tree.paths(params) == ["block.weight", "block.bias", "norm.weight", "norm.bias"]
+    state = model.init_state()
+    assert pn.tree.paths(state) == [
+        "norm.running_mean",
+        "norm.running_var",
+        "norm.num_batches_tracked",
+    ]
+    x = torch.randn(6, 4, dtype=D)
+
+    def loss(p):
+        y, new_state = model.apply(p, x, state=state, train=True)
+        return y.square().sum(), (y, new_state)
+
+    grads, (y, new_state) = pn.grad(loss, has_aux=True)(params)
+    twin = copy.deepcopy(module).train()
+    expected = twin(x)
+    expected.square().sum().backward()
+    torch.testing.assert_close(y, expected.detach(), rtol=0, atol=1e-12)
+    assert_tree_close(new_state, buffers_of(twin), rtol=0, atol=1e-12)
+    assert int(new_state["norm.num_batches_tracked"]) == 2  # updated by both uses
+    grads_expected = {n: p.grad for n, p in twin.named_parameters()}
+    assert_tree_close(grads, pn.Params.from_state_dict(grads_expected), rtol=1e-10, atol=1e-12)
+    fresh = model.init(pn.random.key(3))
+    assert pn.tree.paths(fresh) == pn.tree.paths(params)
+    model.apply(fresh, x, state=state)
+    assert_unchanged(module, before)
+
+
+def test_tied_buffers_are_one_state_entry():
+    class Scale(nn.Module):
+        def forward(self, x):
+            return x * self.scale
+
+    module = nn.Sequential(Scale(), nn.Linear(3, 3).double(), Scale())
+    scale = torch.tensor([1.0, 2.0, 3.0], dtype=D)
+    module[0].register_buffer("scale", scale)
+    module[2].register_buffer("scale", scale)
+    model, params = pn.from_torch(module)
+    state = model.init_state()
+    assert pn.tree.paths(state) == ["0.scale"]
+    x = torch.randn(2, 3, dtype=D)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.apply(params, x, state=state)[0], module(x), rtol=0, atol=0
+        )
+        # A new value of the tied buffer reaches both of its uses.
+        doubled = pn.Params.from_state_dict({"0.scale": 2 * scale})
+        y, _ = model.apply(params, x, state=doubled)
+        torch.testing.assert_close(y, module[1](2 * x * scale) * 2 * scale, rtol=0, atol=1e-12)
+
+
+def test_conversion_makes_no_real_copy_of_the_weights():
+    class RealTensorOps(TorchDispatchMode):
+        """Records every op that produces a tensor off the meta device."""
+
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.ops += [
+                (str(func), tuple(t.shape))
+                for t in tree_leaves(out)
+                if isinstance(t, torch.Tensor) and t.device.type != "meta"
+            ]
+            return out
+
+    module = nn.Sequential(_tied(), nn.Linear(5, 64), nn.Linear(64, 64))
+    with RealTensorOps() as recorded:
+        model = pn.nn.TorchModel(module)  # no buffers, so nothing real to copy
+    assert recorded.ops == []
+    assert pn.tree.paths(model.init(pn.random.key(0))) == [n for n, _ in module.named_parameters()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -20,9 +21,12 @@ __all__ = ["TorchModel", "from_torch"]
 class TorchModel(Model):
     """A `torch.nn.Module` run through `torch.func.functional_call` with explicit params and state.
 
-    Holds private structural copies of the module on the meta device (no real tensors),
-    one in training and one in evaluation mode, and the module's buffers at conversion
-    time as the initial state. `apply` never touches the original module. Keyword
+    Holds private structural copies of the module on the meta device, one in training
+    and one in evaluation mode, and the module's buffers at conversion time as the
+    initial state. The copies are made without copying any parameter or buffer data,
+    and tied parameters and buffers stay tied in them (GPT-style weight tying, a
+    submodule used twice): a tied tensor is one entry of params or state, and a new
+    value for it reaches every use. `apply` never touches the original module. Keyword
     arguments of `apply` beyond `key`, `train` and `state` go to the module's `forward`
     (e.g. `src_key_padding_mask=` of a TransformerEncoder).
 
@@ -40,11 +44,10 @@ class TorchModel(Model):
     def __init__(self, module: torch.nn.Module) -> None:
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"pn.from_torch expects a torch.nn.Module, got {type(module).__name__}")
-        skeleton = copy.deepcopy(module)
         self._devices = sorted(
             {str(t.device) for t in (*module.parameters(), *module.buffers())}
         ) or ["cpu"]
-        skeleton.to("meta")
+        skeleton = _structural_copy(module, lambda t: torch.empty_like(t, device="meta"))
         # Two copies, so apply never flips a shared module between train and eval.
         self._skeletons = {False: skeleton.eval(), True: copy.deepcopy(skeleton).train()}
         self._shapes = {name: (tuple(p.shape), p.dtype) for name, p in module.named_parameters()}
@@ -72,6 +75,9 @@ class TorchModel(Model):
     def init(self, key: torch.Tensor) -> Params:
         """Fresh params from the module's own `reset_parameters()`, seeded from `key`.
 
+        The keys are those of the params `pn.from_torch` returns. A tied parameter is
+        reset by each module that owns it, in `named_modules()` order, so the last one wins.
+
         Raises:
             ValueError: if a parameter belongs to a module without `reset_parameters`.
         """
@@ -82,7 +88,10 @@ class TorchModel(Model):
                 "from the key, so the key must be a concrete tensor: it cannot vary under "
                 "torch.func.vmap. Initialise the members in a loop and pn.tree.stack them."
             )
-        module = copy.deepcopy(self._skeletons[False]).to_empty(device=self._devices[0])
+        device = self._devices[0]
+        module = _structural_copy(
+            self._skeletons[False], lambda t: torch.empty_like(t, device=device)
+        )
         covered: set[str] = set()
         with seeded_generators(seed, self._cuda_devices()):
             for prefix, sub in module.named_modules():
@@ -183,12 +192,33 @@ class TorchModel(Model):
         return y, new_state
 
 
+def _structural_copy(
+    module: torch.nn.Module, make: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.nn.Module:
+    """A deep copy of `module` whose parameters and buffers are `make(tensor)`, not copies.
+
+    Each parameter or buffer object is made once, so ties survive: the copy's tied
+    entries are again one object. `module.to(...)` or `to_empty(...)` would instead
+    give every owning module its own new tensor, and a plain deepcopy first copies
+    all the data. Parameters stay parameters with their `requires_grad`.
+    """
+    memo: dict[int, Any] = {}
+    for _, tensor in module.named_parameters(remove_duplicate=False):
+        if id(tensor) not in memo:
+            memo[id(tensor)] = torch.nn.Parameter(make(tensor), requires_grad=tensor.requires_grad)
+    for _, tensor in module.named_buffers(remove_duplicate=False):
+        if id(tensor) not in memo:
+            memo[id(tensor)] = make(tensor).requires_grad_(tensor.requires_grad)
+    return copy.deepcopy(module, memo)
+
+
 def from_torch(module: torch.nn.Module) -> tuple[TorchModel, Params]:
     """Convert a `torch.nn.Module` into `(model, params)`.
 
     `params` are detached copies of the module's parameters, keyed by their
-    `named_parameters()` names (tied parameters appear once). Buffers (BatchNorm
-    running statistics) become `model.init_state()`. `model.apply(params, x)`
+    `named_parameters()` names (tied parameters appear once, under their first name,
+    as in `model.init(key)`). Buffers (BatchNorm running statistics) become
+    `model.init_state()`, tied ones once too. `model.apply(params, x)`
     equals `module(x)` for the same values; in training mode with state, the
     buffers the module would update in place are returned as new state instead.
     `x` may be a tuple of positional inputs; keyword arguments of `apply` other than
