@@ -511,7 +511,8 @@ def test_accumulate_state_from_another_every_k_is_rejected():
     params = problem()
     state = optim.accumulate(optim.sgd(0.1), 2).init(params)
     with pytest.raises(
-        ValueError, match="accumulate: the state was made with every_k=2, this rule has 3"
+        pn.StateError,
+        match="accumulate: the state was made with every_k=2, but this rule has every_k=3",
     ):
         optim.accumulate(optim.sgd(0.1), 3).update(params, state, params)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import attrs
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import purenn as pn
+from purenn import optim
 
 
 class LionReference(torch.optim.Optimizer):
@@ -681,6 +683,49 @@ def test_state_from_another_rule_or_tree_is_rejected(rule):
     other_params = pn.Params({"0": params["0"], "1": params["1"], "extra": torch.zeros(3)})
     with pytest.raises(pn.TreeMismatchError, match=r"'(extra|scale)'"):
         opt.update(params, opt.init(other_params), params)
+
+
+@pytest.mark.parametrize(
+    "rule, made_by, message",
+    [
+        (optim.adam(amsgrad=True), optim.adam(), "adam: the state was made with amsgrad=False"),
+        (
+            optim.adamw(),
+            optim.adam(),
+            "adamw: the state was made with decoupled_weight_decay=False",
+        ),
+        (optim.sgd(0.1, momentum=0.9), optim.sgd(0.1), "sgd: the state was made with momentum=0,"),
+        (
+            optim.sgd(0.1),
+            optim.sgd(0.1, momentum=0.9),
+            "sgd: the state was made with momentum=non-zero",
+        ),
+        (
+            optim.rmsprop(centered=True),
+            optim.rmsprop(),
+            "rmsprop: the state was made with centered=False",
+        ),
+        (
+            optim.rmsprop(momentum=0.9),
+            optim.rmsprop(),
+            "rmsprop: the state was made with momentum=0,",
+        ),
+        (
+            optim.radam(decoupled_weight_decay=True),
+            optim.radam(),
+            "radam: the state was made with decoupled",
+        ),
+        (optim.lion(maximize=True), optim.lion(), "lion: the state was made with maximize=False"),
+        (optim.ema(0.9, debias=False), optim.ema(0.9), "ema: the state was made with debias=True"),
+    ],
+    ids=lambda x: x if isinstance(x, str) else None,
+)
+def test_state_made_with_other_settings_is_rejected(rule, made_by, message):
+    # The state fixes what shapes it (buffers, flags): following it silently would run plain
+    # Adam under adam(amsgrad=True), or crash inside the kernel for a missing momentum buffer.
+    params = problem(torch.float32)
+    with pytest.raises(pn.StateError, match=re.escape(message)):
+        rule.update(params, made_by.init(params), params)
 
 
 def test_integer_params_and_missing_params_for_weight_decay_are_rejected():

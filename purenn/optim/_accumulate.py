@@ -11,7 +11,7 @@ from .. import _treeutil
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_rule, check_state
+from ._checks import check_rule, check_settings, check_state
 
 __all__ = ["AccumulateState", "accumulate"]
 
@@ -73,10 +73,7 @@ def accumulate(rule: GradientTransformation, every_k: int) -> GradientTransforma
         grads: Any, state: AccumulateState, params: Any = None
     ) -> tuple[Any, AccumulateState]:
         check_state("accumulate", state, AccumulateState)
-        if state.every_k != every_k:
-            raise ValueError(
-                f"accumulate: the state was made with every_k={state.every_k}, this rule has {every_k}"
-            )
+        check_settings("accumulate", made={"every_k": state.every_k}, wanted={"every_k": every_k})
         if every_k == 1:
             updates, inner = rule.update(grads, state.inner, params)
             return updates, attrs.evolve(state, inner=inner)

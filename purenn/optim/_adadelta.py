@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_state
+from ._checks import check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -102,6 +102,7 @@ def adadelta(
 
     def update(grads: Any, state: AdadeltaState, params: Any = None) -> tuple[Any, AdadeltaState]:
         check_state("adadelta", state, AdadeltaState)
+        check_settings("adadelta", made={"maximize": state.maximize}, wanted={"maximize": maximize})
         check_update_args("adadelta", grads, state, params, state.square_avg)
         if weight_decay != 0:
             require_params("adadelta", params)

@@ -14,7 +14,7 @@ from .._errors import TreeMismatchError
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_lr, check_state, need_params
+from ._checks import check_lr, check_settings, check_state, need_params
 from ._common import (
     LearningRate,
     check_update_args,
@@ -207,6 +207,9 @@ def adafactor(
 
     def update(grads: Any, state: AdafactorState, params: Any = None) -> tuple[Any, AdafactorState]:
         check_state("adafactor", state, AdafactorState)
+        check_settings(
+            "adafactor", made={"maximize": state.maximize}, wanted={"maximize": maximize}
+        )
         need_params("adafactor", params, "for the relative step size")
         check_update_args("adafactor", grads, state, params, params)
         paths, g_leaves, spec = _treeutil.flatten_with_paths(grads)

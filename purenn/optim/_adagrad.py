@@ -13,7 +13,7 @@ from .. import _treeutil
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_state
+from ._checks import check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -106,6 +106,7 @@ def adagrad(
 
     def update(grads: Any, state: AdagradState, params: Any = None) -> tuple[Any, AdagradState]:
         check_state("adagrad", state, AdagradState)
+        check_settings("adagrad", made={"maximize": state.maximize}, wanted={"maximize": maximize})
         check_update_args("adagrad", grads, state, params, state.sum)
         if weight_decay != 0:
             require_params("adagrad", params)

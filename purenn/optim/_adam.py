@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_state
+from ._checks import check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -116,6 +116,15 @@ def _adam(
 
     def update(grads: Any, state: AdamState, params: Any = None) -> tuple[Any, AdamState]:
         check_state(name, state, AdamState)
+        check_settings(
+            name,
+            made={
+                "amsgrad": state.amsgrad,
+                "maximize": state.maximize,
+                "decoupled_weight_decay": state.decoupled_weight_decay,
+            },
+            wanted={"amsgrad": amsgrad, "maximize": maximize, "decoupled_weight_decay": decoupled},
+        )
         check_update_args(name, grads, state, params, state.exp_avg)
         if weight_decay != 0:
             require_params(name, params)

@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_betas, check_state
+from ._checks import check_betas, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -105,6 +105,7 @@ def adamax(
 
     def update(grads: Any, state: AdamaxState, params: Any = None) -> tuple[Any, AdamaxState]:
         check_state("adamax", state, AdamaxState)
+        check_settings("adamax", made={"maximize": state.maximize}, wanted={"maximize": maximize})
         check_update_args("adamax", grads, state, params, state.exp_avg)
         if weight_decay != 0:
             require_params("adamax", params)

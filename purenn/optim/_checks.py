@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from .._errors import StateError, TreeMismatchError
 from ._base import GradientTransformation
 from ._common import LearningRate, validate_lr
 
-__all__ = ["check_betas", "check_lr", "check_rule", "check_state", "need_params"]
+__all__ = ["check_betas", "check_lr", "check_rule", "check_settings", "check_state", "need_params"]
 
 
 def check_lr(lr: LearningRate, negative: str) -> None:
@@ -38,6 +39,21 @@ def check_state(rule: str, state: Any, expected: type) -> None:
             f"{rule}: got a {type(state).__name__} as the optimizer state, but {rule}'s state is "
             f"{expected.__name__}: pass the state that this rule's init(params) returned"
         )
+
+
+def check_settings(rule: str, made: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
+    """Reject a state made by this rule built with other settings (adam(amsgrad=True)'s update given adam()'s state).
+
+    A state fixes the settings that shape it (buffers present or not, static flags);
+    running on it with others would silently follow the state's. `made` and `wanted`
+    map each setting to its value in the state and in this rule.
+    """
+    for name, value in wanted.items():
+        if made[name] != value:
+            raise StateError(
+                f"{rule}: the state was made with {name}={made[name]}, but this rule has "
+                f"{name}={value}: pass the state that this rule's init(params) returned"
+            )
 
 
 def need_params(rule: str, params: Any, why: str) -> None:

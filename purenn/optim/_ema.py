@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_state
+from ._checks import check_settings, check_state
 from ._common import check_update_args
 from ._kernel import hyperparams, leafwise, zeros_like
 
@@ -69,6 +69,7 @@ def ema(decay: float, debias: bool = True) -> GradientTransformation:
 
     def update(grads: Any, state: EmaState, params: Any = None) -> tuple[Any, EmaState]:
         check_state("ema", state, EmaState)
+        check_settings("ema", made={"debias": state.debias}, wanted={"debias": debias})
         check_update_args("ema", grads, state, params, state.ema)
         h = state.hyperparams
         count = state.count + 1

@@ -13,7 +13,7 @@ from .. import _treeutil
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_betas, check_state, need_params
+from ._checks import check_betas, check_settings, check_state, need_params
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -119,6 +119,7 @@ def lamb(
 
     def update(grads: Any, state: LambState, params: Any = None) -> tuple[Any, LambState]:
         check_state("lamb", state, LambState)
+        check_settings("lamb", made={"maximize": state.maximize}, wanted={"maximize": maximize})
         check_update_args("lamb", grads, state, params, state.exp_avg)
         need_params("lamb", params, "for the trust ratio")
         h = state.hyperparams

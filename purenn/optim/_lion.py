@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_betas, check_state
+from ._checks import check_betas, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -101,6 +101,7 @@ def lion(
 
     def update(grads: Any, state: LionState, params: Any = None) -> tuple[Any, LionState]:
         check_state("lion", state, LionState)
+        check_settings("lion", made={"maximize": state.maximize}, wanted={"maximize": maximize})
         check_update_args("lion", grads, state, params, state.exp_avg)
         if weight_decay != 0:
             require_params("lion", params)

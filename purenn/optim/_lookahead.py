@@ -11,7 +11,7 @@ from .. import _treeutil
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_rule, check_state, need_params
+from ._checks import check_rule, check_settings, check_state, need_params
 from ._common import check_update_args
 from ._kernel import hyperparams
 
@@ -76,6 +76,11 @@ def lookahead(
 
     def update(grads: Any, state: LookaheadState, params: Any = None) -> tuple[Any, LookaheadState]:
         check_state("lookahead", state, LookaheadState)
+        check_settings(
+            "lookahead",
+            made={"sync_period": state.sync_period},
+            wanted={"sync_period": sync_period},
+        )
         need_params("lookahead", params, "the fast weights")
         check_update_args("lookahead", grads, state, params, state.slow)
         fast_updates, fast_state = rule.update(grads, state.fast_state, params)

@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_betas, check_state
+from ._checks import check_betas, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -134,6 +134,14 @@ def nadam(
 
     def update(grads: Any, state: NadamState, params: Any = None) -> tuple[Any, NadamState]:
         check_state("nadam", state, NadamState)
+        check_settings(
+            "nadam",
+            made={
+                "decoupled_weight_decay": state.decoupled_weight_decay,
+                "maximize": state.maximize,
+            },
+            wanted={"decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize},
+        )
         check_update_args("nadam", grads, state, params, state.exp_avg)
         if weight_decay != 0:
             require_params("nadam", params)

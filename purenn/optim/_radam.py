@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_betas, check_state
+from ._checks import check_betas, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -135,6 +135,14 @@ def radam(
 
     def update(grads: Any, state: RadamState, params: Any = None) -> tuple[Any, RadamState]:
         check_state("radam", state, RadamState)
+        check_settings(
+            "radam",
+            made={
+                "decoupled_weight_decay": state.decoupled_weight_decay,
+                "maximize": state.maximize,
+            },
+            wanted={"decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize},
+        )
         check_update_args("radam", grads, state, params, state.exp_avg)
         if weight_decay != 0:
             require_params("radam", params)

@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_state
+from ._checks import check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -134,6 +134,19 @@ def rmsprop(
 
     def update(grads: Any, state: RmspropState, params: Any = None) -> tuple[Any, RmspropState]:
         check_state("rmsprop", state, RmspropState)
+        check_settings(
+            "rmsprop",
+            made={
+                "momentum": "0" if state.momentum_buffer is None else "non-zero",
+                "centered": state.centered,
+                "maximize": state.maximize,
+            },
+            wanted={
+                "momentum": "non-zero" if use_momentum else "0",
+                "centered": centered,
+                "maximize": maximize,
+            },
+        )
         check_update_args("rmsprop", grads, state, params, state.square_avg)
         if weight_decay != 0:
             require_params("rmsprop", params)

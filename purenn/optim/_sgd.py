@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_state
+from ._checks import check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -108,6 +108,19 @@ def sgd(
 
     def update(grads: Any, state: SgdState, params: Any = None) -> tuple[Any, SgdState]:
         check_state("sgd", state, SgdState)
+        check_settings(
+            "sgd",
+            made={
+                "momentum": "0" if state.momentum_buffer is None else "non-zero",
+                "nesterov": state.nesterov,
+                "maximize": state.maximize,
+            },
+            wanted={
+                "momentum": "0" if momentum == 0 else "non-zero",
+                "nesterov": nesterov,
+                "maximize": maximize,
+            },
+        )
         if weight_decay != 0:
             require_params("sgd", params)
         like = (
