@@ -114,6 +114,14 @@ CATALOGUE = [
         r"adam: got a SgdState as the optimizer state, but adam's state is AdamState",
     ),
     Case(
+        "state_other_settings",
+        "a state made by the same rule with other settings (adam's for adam(amsgrad=True))",
+        _step(opt=pn.optim.adam(amsgrad=True)),
+        pn.StateError,
+        r"adam: the state was made with amsgrad=False, but this rule has amsgrad=True: pass the "
+        r"state that this rule's init\(params\) returned",
+    ),
+    Case(
         "state_missing",
         "no optimizer state (None)",
         _step(state=None),
@@ -206,6 +214,21 @@ CATALOGUE = [
         lambda: pn.Params({"": torch.ones(1)}),
         ValueError,
         r"Params key '' is not allowed",
+    ),
+    Case(
+        "set_missing_key",
+        "`pn.tree.set` with a path that names no entry (a typo)",
+        lambda: pn.tree.set(STATE, "hyperparams.lrr", torch.tensor(0.1, dtype=torch.float64)),
+        KeyError,
+        r"pn\.tree\.set: no entry 'lrr' at hyperparams \(path 'hyperparams\.lrr'\); keys there: "
+        r"\['lr', 'beta1', 'beta2', 'eps', 'weight_decay'\]",
+    ),
+    Case(
+        "global_norm_integer_leaf",
+        "`pn.tree.global_norm` of a tree with an integer leaf (a whole optimizer state)",
+        lambda: pn.tree.global_norm(STATE),
+        TypeError,
+        r"pn\.tree\.global_norm: leaf 'count' is torch\.int64; a norm needs floating-point leaves",
     ),
     Case(
         "params_write",
