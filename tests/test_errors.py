@@ -217,10 +217,11 @@ CATALOGUE = [
     ),
     Case(
         "set_missing_key",
-        "`pn.tree.set` with a path that names no entry (a typo)",
+        "`pn.tree.set` of a state entry that does not exist (a typo)",
         lambda: pn.tree.set(STATE, "hyperparams.lrr", torch.tensor(0.1, dtype=torch.float64)),
         KeyError,
-        r"pn\.tree\.set: no entry 'lrr' at hyperparams \(path 'hyperparams\.lrr'\); keys there: "
+        r"pn\.tree\.set: no entry 'lrr' at hyperparams \(path 'hyperparams\.lrr'\) inside a state, "
+        r"where an added entry would be ignored; keys there: "
         r"\['lr', 'beta1', 'beta2', 'eps', 'weight_decay'\]",
     ),
     Case(

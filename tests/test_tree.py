@@ -95,11 +95,16 @@ def test_set_returns_a_new_tree_and_leaves_the_old_one():
     q = pn.tree.set(p, "0.bias", torch.zeros(2))
     assert torch.equal(p["0.bias"], torch.ones(2)) and torch.equal(q["0.bias"], torch.zeros(2))
     assert q["0.weight"] is p["0.weight"] and q["1"] is p["1"]
-    # A misspelt last key raises: adding a leaf that nothing reads would hide the typo.
+    added = pn.tree.set(p, "1.bias", torch.zeros(1))  # a new last key adds, like item assignment
+    assert pn.tree.paths(added)[-1] == "1.bias"
+    # Inside a state an added entry would be ignored, so a misspelt key raises.
+    state = pn.optim.adam().init(p)
     with pytest.raises(
-        KeyError, match=r"no entry 'bais' at 1 \(path '1\.bais'\); keys there: \['weight'\]"
+        KeyError,
+        match=r"no entry 'lrr' at hyperparams \(path 'hyperparams\.lrr'\) inside a state, where an "
+        r"added entry would be ignored; keys there: \['lr',",
     ):
-        pn.tree.set(p, "1.bais", torch.zeros(1))
+        pn.tree.set(state, "hyperparams.lrr", torch.tensor(0.1, dtype=torch.float64))
     with pytest.raises(KeyError, match=r"no entry 'x' at the root \(path 'x\.y'\)"):
         pn.tree.set(p, "x.y", torch.zeros(1))
     with pytest.raises(KeyError, match=r"0\.weight is a leaf \(Tensor\), so it has no entry 'z'"):

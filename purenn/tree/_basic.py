@@ -81,34 +81,38 @@ def zeros_like(tree: Any) -> Any:
 def set_leaf(tree: Any, path: str, value: Any) -> Any:
     """A new tree equal to `tree` except that the leaf (or subtree) at dotted `path` is `value`.
 
-    Works through `Params`, purenn state nodes, dicts, lists and tuples. The path
-    must exist: a misspelt key raises rather than adding a leaf that nothing reads
-    (build a new `pn.Params` to add entries). The original tree is not changed.
+    Works through `Params`, purenn state nodes, dicts, lists and tuples. Like item
+    assignment, a new last key adds an entry to a `Params`, except inside a state
+    node (an optimizer or model state): there an added entry would be silently
+    ignored (a misspelt `"hyperparams.lrr"` would leave the lr as it was), so the
+    path must exist. The original tree is not changed.
 
     Raises:
-        KeyError: a part of `path` names no entry, listing the entries there.
+        KeyError: a part of `path` names no entry (any part but a Params' last one
+            outside a state), listing the entries there.
 
     Example:
         >>> p2 = pn.tree.set(params, "0.bias", torch.zeros(256))
     """
     if not isinstance(path, str) or not path:
         raise TypeError(f"pn.tree.set: path must be a non-empty dotted string, got {path!r}")
-    return _set(tree, path.split("."), value, path, 0)
+    return _set(tree, path.split("."), value, path, 0, in_state=False)
 
 
-def _set(node: Any, parts: list[str], value: Any, path: str, depth: int) -> Any:
+def _set(node: Any, parts: list[str], value: Any, path: str, depth: int, in_state: bool) -> Any:
     if depth == len(parts):
         return value
     part = parts[depth]
     where = ".".join(parts[:depth]) or "the root"
     if isinstance(node, Params):
-        if part not in node._data:
+        if part not in node._data and (in_state or depth < len(parts) - 1):
+            inside = " inside a state, where an added entry would be ignored" if in_state else ""
             raise KeyError(
-                f"pn.tree.set: no entry {part!r} at {where} (path {path!r}); keys there: {list(node)}. "
-                "pn.tree.set replaces existing entries; build a new pn.Params to add one."
+                f"pn.tree.set: no entry {part!r} at {where} (path {path!r}){inside}; keys there: "
+                f"{list(node)}"
             )
         new = dict(node._data)
-        new[part] = _set(node._data[part], parts, value, path, depth + 1)
+        new[part] = _set(node._data.get(part), parts, value, path, depth + 1, in_state)
         return Params(new)
     if attrs.has(type(node)):
         names = [f.name for f in attrs.fields(type(node))]
@@ -117,19 +121,19 @@ def _set(node: Any, parts: list[str], value: Any, path: str, depth: int) -> Any:
                 f"pn.tree.set: {type(node).__name__} at {where} has no field {part!r}; fields: {names}"
             )
         return attrs.evolve(
-            node, **{part: _set(getattr(node, part), parts, value, path, depth + 1)}
+            node, **{part: _set(getattr(node, part), parts, value, path, depth + 1, True)}
         )
     if isinstance(node, dict):
         if part not in node:
             raise KeyError(f"pn.tree.set: no key {part!r} at {where} (path {path!r})")
-        return {**node, part: _set(node[part], parts, value, path, depth + 1)}
+        return {**node, part: _set(node[part], parts, value, path, depth + 1, in_state)}
     if isinstance(node, (list, tuple)):
         if not part.isdigit() or int(part) >= len(node):
             raise KeyError(
                 f"pn.tree.set: no index {part!r} at {where} (length {len(node)}, path {path!r})"
             )
         items = list(node)
-        items[int(part)] = _set(items[int(part)], parts, value, path, depth + 1)
+        items[int(part)] = _set(items[int(part)], parts, value, path, depth + 1, in_state)
         return type(node)(items) if not hasattr(node, "_fields") else type(node)(*items)
     raise KeyError(
         f"pn.tree.set: {where} is a leaf ({type(node).__name__}), so it has no entry {part!r} (path {path!r})"
