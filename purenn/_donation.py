@@ -9,7 +9,7 @@ import optree
 import torch
 
 from . import _treeutil
-from ._errors import DonatedError
+from ._errors import dead_message, raise_if_dead
 from ._packed import Packed, layout_of, pack_leaves
 from ._params import Params
 
@@ -76,7 +76,7 @@ def nodes(tree: Any) -> Iterator[Any]:
         return
     if hasattr(type(tree), "_pn_children"):
         yield tree
-        if _dead(tree) is None:
+        if dead_message(tree) is None:
             for _, child in tree._pn_children():
                 yield from nodes(child)
         return
@@ -159,13 +159,7 @@ def check_aliasing(
                 )
 
 
-def _dead(node: Any) -> str | None:
-    return node._pn_dead if isinstance(node, Params) else node.__dict__.get("_pn_dead")
-
-
 def check_alive(tree: Any, where: str) -> None:
     """Raise DonatedError if `tree` holds a node consumed by an earlier donating call."""
     for node in nodes(tree):
-        dead = _dead(node)
-        if dead is not None:
-            raise DonatedError(f"{where}: {dead}")
+        raise_if_dead(node, where)

@@ -41,16 +41,22 @@ class DonatedError(PurennError, RuntimeError):
     """A tree that was donated to a compiled function was used after the call consumed it."""
 
 
-def raise_if_dead(value: Any, where: str) -> None:
-    """Raise DonatedError if `value` is a tree node (Params, state) consumed by a donating call.
+def dead_message(value: Any) -> str | None:
+    """The DonatedError message of a tree node (Params, state) consumed by a donating call, else None.
 
-    Such nodes carry their DonatedError message in `_pn_dead` once killed (see `pn.jit`);
-    other values (tensors, numbers, live nodes) pass.
+    Such nodes carry it in `_pn_dead` once killed (see `pn.jit`); other values
+    (tensors, numbers, live nodes) have none.
     """
-    if getattr(type(value), "_kill", None) is not None:
-        message = getattr(value, "_pn_dead", None)
-        if message is not None:
-            raise DonatedError(f"{where}: {message}")
+    if getattr(type(value), "_kill", None) is None:
+        return None
+    return getattr(value, "_pn_dead", None)
+
+
+def raise_if_dead(value: Any, where: str) -> None:
+    """Raise DonatedError, prefixed with `where`, if `value` is a node consumed by a donating call."""
+    message = dead_message(value)
+    if message is not None:
+        raise DonatedError(f"{where}: {message}")
 
 
 class CheckpointError(PurennError, OSError):

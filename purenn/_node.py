@@ -141,8 +141,9 @@ def _make_init(cls: type, user_post_init: Any) -> Any:
             raise TypeError(
                 f"{cls.__name__}() got unexpected fields {sorted(kwargs)}; its fields are {list(names)}"
             )
+        check_alive = not torch.compiler.is_compiling()  # a compiled step's inputs were checked
         for name, value in values.items():
-            if not torch.compiler.is_compiling():  # a compiled step's inputs were checked alive
+            if check_alive:
                 raise_if_dead(value, f"{cls.__name__} field {name!r}")
             object.__setattr__(self, name, value)
         if user_post_init is not None:
