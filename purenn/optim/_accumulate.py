@@ -73,7 +73,7 @@ def accumulate(rule: GradientTransformation, every_k: int) -> GradientTransforma
         grads: Any, state: AccumulateState, params: Any = None
     ) -> tuple[Any, AccumulateState]:
         check_state("accumulate", state, AccumulateState)
-        check_settings("accumulate", made={"every_k": state.every_k}, wanted={"every_k": every_k})
+        check_settings("accumulate", state, every_k=every_k)
         if every_k == 1:
             updates, inner = rule.update(grads, state.inner, params)
             return updates, attrs.evolve(state, inner=inner)

@@ -102,7 +102,7 @@ def adadelta(
 
     def update(grads: Any, state: AdadeltaState, params: Any = None) -> tuple[Any, AdadeltaState]:
         check_state("adadelta", state, AdadeltaState)
-        check_settings("adadelta", made={"maximize": state.maximize}, wanted={"maximize": maximize})
+        check_settings("adadelta", state, maximize=maximize)
         check_update_args("adadelta", grads, state, params, state.square_avg)
         if weight_decay != 0:
             require_params("adadelta", params)

@@ -207,9 +207,7 @@ def adafactor(
 
     def update(grads: Any, state: AdafactorState, params: Any = None) -> tuple[Any, AdafactorState]:
         check_state("adafactor", state, AdafactorState)
-        check_settings(
-            "adafactor", made={"maximize": state.maximize}, wanted={"maximize": maximize}
-        )
+        check_settings("adafactor", state, maximize=maximize)
         need_params("adafactor", params, "for the relative step size")
         check_update_args("adafactor", grads, state, params, params)
         paths, g_leaves, spec = _treeutil.flatten_with_paths(grads)

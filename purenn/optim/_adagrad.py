@@ -106,7 +106,7 @@ def adagrad(
 
     def update(grads: Any, state: AdagradState, params: Any = None) -> tuple[Any, AdagradState]:
         check_state("adagrad", state, AdagradState)
-        check_settings("adagrad", made={"maximize": state.maximize}, wanted={"maximize": maximize})
+        check_settings("adagrad", state, maximize=maximize)
         check_update_args("adagrad", grads, state, params, state.sum)
         if weight_decay != 0:
             require_params("adagrad", params)

@@ -117,13 +117,7 @@ def _adam(
     def update(grads: Any, state: AdamState, params: Any = None) -> tuple[Any, AdamState]:
         check_state(name, state, AdamState)
         check_settings(
-            name,
-            made={
-                "amsgrad": state.amsgrad,
-                "maximize": state.maximize,
-                "decoupled_weight_decay": state.decoupled_weight_decay,
-            },
-            wanted={"amsgrad": amsgrad, "maximize": maximize, "decoupled_weight_decay": decoupled},
+            name, state, amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled
         )
         check_update_args(name, grads, state, params, state.exp_avg)
         if weight_decay != 0:

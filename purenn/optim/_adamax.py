@@ -105,7 +105,7 @@ def adamax(
 
     def update(grads: Any, state: AdamaxState, params: Any = None) -> tuple[Any, AdamaxState]:
         check_state("adamax", state, AdamaxState)
-        check_settings("adamax", made={"maximize": state.maximize}, wanted={"maximize": maximize})
+        check_settings("adamax", state, maximize=maximize)
         check_update_args("adamax", grads, state, params, state.exp_avg)
         if weight_decay != 0:
             require_params("adamax", params)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -41,17 +40,28 @@ def check_state(rule: str, state: Any, expected: type) -> None:
         )
 
 
-def check_settings(rule: str, made: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
+# Settings a state records by holding a buffer or None rather than in a field of that name.
+_BY_BUFFER = {"momentum": "momentum_buffer"}
+
+
+def check_settings(rule: str, state: Any, **wanted: Any) -> None:
     """Reject a state made by this rule built with other settings (adam(amsgrad=True)'s update given adam()'s state).
 
-    A state fixes the settings that shape it (buffers present or not, static flags);
-    running on it with others would silently follow the state's. `made` and `wanted`
-    map each setting to its value in the state and in this rule.
+    A state fixes the settings that shape it (static flags, buffers present or not);
+    running on it with others would silently follow the state's. Each keyword is this
+    rule's value of a setting, compared with the state's field of that name, or for
+    `momentum` with whether the state holds a momentum buffer (shown as 0 or non-zero).
     """
     for name, value in wanted.items():
-        if made[name] != value:
+        buffer = _BY_BUFFER.get(name)
+        if buffer is None:
+            made = getattr(state, name)
+        else:
+            made = "0" if getattr(state, buffer) is None else "non-zero"
+            value = "non-zero" if value else "0"
+        if made != value:
             raise StateError(
-                f"{rule}: the state was made with {name}={made[name]}, but this rule has "
+                f"{rule}: the state was made with {name}={made}, but this rule has "
                 f"{name}={value}: pass the state that this rule's init(params) returned"
             )
 

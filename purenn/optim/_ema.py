@@ -69,7 +69,7 @@ def ema(decay: float, debias: bool = True) -> GradientTransformation:
 
     def update(grads: Any, state: EmaState, params: Any = None) -> tuple[Any, EmaState]:
         check_state("ema", state, EmaState)
-        check_settings("ema", made={"debias": state.debias}, wanted={"debias": debias})
+        check_settings("ema", state, debias=debias)
         check_update_args("ema", grads, state, params, state.ema)
         h = state.hyperparams
         count = state.count + 1

@@ -119,7 +119,7 @@ def lamb(
 
     def update(grads: Any, state: LambState, params: Any = None) -> tuple[Any, LambState]:
         check_state("lamb", state, LambState)
-        check_settings("lamb", made={"maximize": state.maximize}, wanted={"maximize": maximize})
+        check_settings("lamb", state, maximize=maximize)
         check_update_args("lamb", grads, state, params, state.exp_avg)
         need_params("lamb", params, "for the trust ratio")
         h = state.hyperparams

@@ -101,7 +101,7 @@ def lion(
 
     def update(grads: Any, state: LionState, params: Any = None) -> tuple[Any, LionState]:
         check_state("lion", state, LionState)
-        check_settings("lion", made={"maximize": state.maximize}, wanted={"maximize": maximize})
+        check_settings("lion", state, maximize=maximize)
         check_update_args("lion", grads, state, params, state.exp_avg)
         if weight_decay != 0:
             require_params("lion", params)

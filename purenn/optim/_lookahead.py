@@ -76,11 +76,7 @@ def lookahead(
 
     def update(grads: Any, state: LookaheadState, params: Any = None) -> tuple[Any, LookaheadState]:
         check_state("lookahead", state, LookaheadState)
-        check_settings(
-            "lookahead",
-            made={"sync_period": state.sync_period},
-            wanted={"sync_period": sync_period},
-        )
+        check_settings("lookahead", state, sync_period=sync_period)
         need_params("lookahead", params, "the fast weights")
         check_update_args("lookahead", grads, state, params, state.slow)
         fast_updates, fast_state = rule.update(grads, state.fast_state, params)

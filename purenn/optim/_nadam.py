@@ -135,12 +135,7 @@ def nadam(
     def update(grads: Any, state: NadamState, params: Any = None) -> tuple[Any, NadamState]:
         check_state("nadam", state, NadamState)
         check_settings(
-            "nadam",
-            made={
-                "decoupled_weight_decay": state.decoupled_weight_decay,
-                "maximize": state.maximize,
-            },
-            wanted={"decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize},
+            "nadam", state, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize
         )
         check_update_args("nadam", grads, state, params, state.exp_avg)
         if weight_decay != 0:

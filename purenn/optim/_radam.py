@@ -136,12 +136,7 @@ def radam(
     def update(grads: Any, state: RadamState, params: Any = None) -> tuple[Any, RadamState]:
         check_state("radam", state, RadamState)
         check_settings(
-            "radam",
-            made={
-                "decoupled_weight_decay": state.decoupled_weight_decay,
-                "maximize": state.maximize,
-            },
-            wanted={"decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize},
+            "radam", state, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize
         )
         check_update_args("radam", grads, state, params, state.exp_avg)
         if weight_decay != 0:

@@ -135,17 +135,7 @@ def rmsprop(
     def update(grads: Any, state: RmspropState, params: Any = None) -> tuple[Any, RmspropState]:
         check_state("rmsprop", state, RmspropState)
         check_settings(
-            "rmsprop",
-            made={
-                "momentum": "0" if state.momentum_buffer is None else "non-zero",
-                "centered": state.centered,
-                "maximize": state.maximize,
-            },
-            wanted={
-                "momentum": "non-zero" if use_momentum else "0",
-                "centered": centered,
-                "maximize": maximize,
-            },
+            "rmsprop", state, momentum=use_momentum, centered=centered, maximize=maximize
         )
         check_update_args("rmsprop", grads, state, params, state.square_avg)
         if weight_decay != 0:

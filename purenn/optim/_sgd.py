@@ -108,19 +108,7 @@ def sgd(
 
     def update(grads: Any, state: SgdState, params: Any = None) -> tuple[Any, SgdState]:
         check_state("sgd", state, SgdState)
-        check_settings(
-            "sgd",
-            made={
-                "momentum": "0" if state.momentum_buffer is None else "non-zero",
-                "nesterov": state.nesterov,
-                "maximize": state.maximize,
-            },
-            wanted={
-                "momentum": "0" if momentum == 0 else "non-zero",
-                "nesterov": nesterov,
-                "maximize": maximize,
-            },
-        )
+        check_settings("sgd", state, momentum=momentum, nesterov=nesterov, maximize=maximize)
         if weight_decay != 0:
             require_params("sgd", params)
         like = (
