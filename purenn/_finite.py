@@ -29,9 +29,7 @@ def first_nonfinite(tree: Any) -> tuple[str, str] | None:
     """
     paths, leaves, _ = _treeutil.flatten_with_paths(tree)
     checked = [
-        (path, leaf)
-        for path, leaf in zip(paths, leaves, strict=True)
-        if isinstance(leaf, torch.Tensor) and (leaf.is_floating_point() or leaf.is_complex())
+        (path, leaf) for path, leaf in zip(paths, leaves, strict=True) if _treeutil.is_inexact(leaf)
     ]
     by_device: dict[torch.device, list[torch.Tensor]] = {}
     for _, leaf in checked:

@@ -190,12 +190,9 @@ def _raise_for_non_float_leaves(
     for i in positions:
         if i >= len(args):
             continue
-        paths, leaves, _ = _treeutil.flatten_with_paths(args[i])
         bad = [
             f"{path or '<root>'} ({leaf.dtype})"
-            for path, leaf in zip(paths, leaves, strict=True)
-            if isinstance(leaf, torch.Tensor)
-            and not (leaf.is_floating_point() or leaf.is_complex())
+            for path, leaf in _treeutil.exact_tensor_leaves(args[i])
         ]
         if bad:
             raise TypeError(

@@ -40,6 +40,21 @@ def tensor_leaves(tree: Any) -> list[torch.Tensor]:
     return [leaf for leaf in flatten(tree)[0] if isinstance(leaf, torch.Tensor)]
 
 
+def is_inexact(x: Any) -> bool:
+    """Whether `x` is a floating-point or complex tensor (one that rounds and can be differentiated)."""
+    return isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex())
+
+
+def exact_tensor_leaves(tree: Any) -> list[tuple[str, torch.Tensor]]:
+    """`(path, leaf)` for every tensor leaf that is neither floating-point nor complex (ints, bools)."""
+    paths, leaves, _ = flatten_with_paths(tree)
+    return [
+        (path, leaf)
+        for path, leaf in zip(paths, leaves, strict=True)
+        if isinstance(leaf, torch.Tensor) and not is_inexact(leaf)
+    ]
+
+
 def _describe_node(spec: PyTreeSpec) -> str:
     if spec.is_leaf():
         return "a leaf"

@@ -75,7 +75,7 @@ def float_leaves(rule: str, params: Any) -> tuple[list[str], list[torch.Tensor],
     for path, leaf in zip(paths, leaves, strict=True):
         if not isinstance(leaf, torch.Tensor):
             raise TypeError(f"{rule}: param '{path}' is a {type(leaf).__name__}, not a tensor")
-        if not (leaf.is_floating_point() or leaf.is_complex()):
+        if not _treeutil.is_inexact(leaf):
             raise TypeError(
                 f"{rule}: param '{path}' has dtype {leaf.dtype}; update rules need floating-point "
                 "params (leave integer tensors out of the trained tree)"

@@ -171,7 +171,7 @@ def _stored(twin: torch.optim.Optimizer, tensors: Sequence[torch.Tensor]) -> dic
         stored[i, None] = p
         for name, value in twin.state[p].items():
             if name != "step" and isinstance(value, torch.Tensor):
-                if value.is_floating_point() or value.is_complex():
+                if _treeutil.is_inexact(value):
                     stored[i, name] = value
     return {key: value.detach() for key, value in stored.items()}
 
@@ -221,7 +221,7 @@ class _Sensitivity:
         paths, our_leaves, _ = _treeutil.flatten_with_paths(ours)
         their_leaves = _treeutil.flatten(theirs)[0]
         for path, a, b, c in zip(paths, our_leaves, their_leaves, self._at(t), strict=True):
-            if not (isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())):
+            if not _treeutil.is_inexact(a):
                 if describe_difference(a, b) is not None:
                     return ""  # exact leaves have no rounding to blame
                 continue

@@ -52,13 +52,8 @@ def global_norm(tree: Any) -> torch.Tensor:
     leaves = _treeutil.tensor_leaves(tree)
     if not leaves:
         return torch.tensor(0.0)
-    if not all(leaf.is_floating_point() or leaf.is_complex() for leaf in leaves):
-        paths, all_leaves, _ = _treeutil.flatten_with_paths(tree)
-        path, leaf = next(
-            (p, x)
-            for p, x in zip(paths, all_leaves, strict=True)
-            if isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex())
-        )
+    if not all(map(_treeutil.is_inexact, leaves)):
+        path, leaf = _treeutil.exact_tensor_leaves(tree)[0]
         raise TypeError(
             f"pn.tree.global_norm: leaf '{path}' is {leaf.dtype}; a norm needs floating-point "
             "leaves (select the float leaves, e.g. the params or grads rather than a whole state)"

@@ -63,7 +63,7 @@ def summary(tree: Any) -> Summary:
                 f"pn.tree.summary: leaf '{path}' is a {type(leaf).__name__}, not a tensor"
             )
         values = leaf.detach()
-        values = values if values.is_floating_point() or values.is_complex() else values.double()
+        values = values if _treeutil.is_inexact(values) else values.double()
         norm = float(torch.linalg.vector_norm(values)) if values.numel() else 0.0
         dtype = str(leaf.dtype).removeprefix("torch.")
         rows.append((path, str(list(leaf.shape)), dtype, str(leaf.device), leaf.numel(), norm))
