@@ -46,10 +46,9 @@ def _is_dtensor(x: Any) -> bool:
 class _Unit:
     """One Params sent as its own flat buffers: the collective writes `buffers`, the result views them."""
 
-    __slots__ = ("buffers", "layout", "leaves", "path", "source")
+    __slots__ = ("buffers", "layout", "leaves", "source")
 
-    def __init__(self, path: str, source: Params, leaves: list[torch.Tensor] | None) -> None:
-        self.path = path
+    def __init__(self, source: Params, leaves: list[torch.Tensor] | None) -> None:
         self.source = source
         self.leaves = leaves  # detached, for an unpacked Params; None for a packed one
         if source._packed is not None:
@@ -57,10 +56,6 @@ class _Unit:
         else:
             self.layout = layout_of(_treeutil.structure(source), leaves)
         self.buffers: list[torch.Tensor] = []
-
-    def leaf_paths(self) -> list[str]:
-        inner = _treeutil.flatten_with_paths(self.source)[0]
-        return [_join(self.path, p) for p in inner]
 
 
 class _Plan:
@@ -75,7 +70,6 @@ class _Plan:
         )
         self.slots: list[tuple[str, int]] = []  # per outer leaf: ("unit" or "loose", index)
         self.units: list[_Unit] = []
-        self.loose_paths: list[str] = []
         self.loose: list[torch.Tensor] = []
         self.dtensors: dict[int, Any] = {}  # loose index -> the DTensor it is the local shard of
         checked: set[tuple[int, tuple[Any, ...]]] = set()
@@ -83,7 +77,7 @@ class _Plan:
             path = _treeutil.path_str(raw_path) or "<root>"
             if isinstance(leaf, Params):
                 self.slots.append(("unit", len(self.units)))
-                self.units.append(_Unit(path, leaf, units_at[id(leaf)]))
+                self.units.append(_Unit(leaf, units_at[id(leaf)]))
                 continue
             if not isinstance(leaf, torch.Tensor):
                 raise TypeError(
@@ -99,7 +93,6 @@ class _Plan:
                     checked.add(key)
                 self.dtensors[len(self.loose)] = leaf
                 leaf = leaf.to_local()
-            self.loose_paths.append(path)
             self.loose.append(leaf.detach())
         self.loose_layout = layout_of(_treeutil.structure(self.loose), self.loose)
 
@@ -107,17 +100,6 @@ class _Plan:
         """The dtype of every buffer the plan sends."""
         layouts = [unit.layout for unit in self.units] + [self.loose_layout]
         return [dtype for layout in layouts for dtype, _, _ in layout.groups]
-
-    def first_leaf_of(self, dtype: torch.dtype) -> str:
-        """The dotted path of the first leaf of `dtype` (units name their leaves only here: for errors)."""
-        for unit in self.units:
-            for path, slot in zip(unit.leaf_paths(), unit.layout.slots, strict=True):
-                if unit.layout.groups[slot.group][0] == dtype:
-                    return path
-        for path, slot in zip(self.loose_paths, self.loose_layout.slots, strict=True):
-            if self.loose_layout.groups[slot.group][0] == dtype:
-                return path
-        raise AssertionError(dtype)  # pragma: no cover
 
     def fill(self, copy: bool) -> list[torch.Tensor]:
         """Fresh buffers for every unit and the loose leaves (copies of the values, or empty); all of them."""
@@ -155,12 +137,6 @@ class _Plan:
             for kind, i in self.slots
         ]
         return _treeutil.unflatten(self.spec, leaves)
-
-
-def _join(prefix: str, path: str) -> str:
-    if prefix == "<root>":
-        return path
-    return f"{prefix}.{path}" if path else prefix
 
 
 def _empty(dtype: torch.dtype, device: torch.device, n: int) -> torch.Tensor:
@@ -260,14 +236,14 @@ def all_reduce_mean(grads: Any, group: ProcessGroup | None = None) -> Any:
         >>> params, state = pn.step(opt, params, grads, state)
     """
     plan = _start("all_reduce_mean", "grads", grads, group)
-    for dtype in plan.dtypes():
-        if not (dtype.is_floating_point or dtype.is_complex):
-            raise TypeError(
-                f"pn.distributed.all_reduce_mean: leaf '{plan.first_leaf_of(dtype)}' is {dtype}; only "
-                "floating and complex leaves can be averaged (a mean of integers or bools is in "
-                "general neither). Average the floating part of the tree (e.g. the gradients), "
-                "and use pn.distributed.broadcast for integer state such as counts"
-            )
+    if not all(dtype.is_floating_point or dtype.is_complex for dtype in plan.dtypes()):
+        path, leaf = _treeutil.exact_tensor_leaves(grads)[0]
+        raise TypeError(
+            f"pn.distributed.all_reduce_mean: leaf '{path or '<root>'}' is {leaf.dtype}; only "
+            "floating and complex leaves can be averaged (a mean of integers or bools is in "
+            "general neither). Average the floating part of the tree (e.g. the gradients), "
+            "and use pn.distributed.broadcast for integer state such as counts"
+        )
     world = dist.get_world_size(group)
     buffers = plan.fill(copy=True)
     _communicate(buffers, group, True, lambda b: dist.all_reduce(b, dist.ReduceOp.SUM, group))
