@@ -186,7 +186,10 @@ def test_results_with_donation_equal_results_without_bitwise():
     a = run(donating, pn.tree.map(torch.clone, params), OPT.init(params), grads, 4)
     b = run(plain, params, OPT.init(params), grads, 4)
     pn.testing.assert_tree_equal(a, b)
-    pn.testing.assert_tree_equal(b, run(update, params, OPT.init(params), grads, 4))
+    # Compiled and eager agree to rounding (PROPERTIES 5): traced, Adam's moving average is a
+    # convex sum where eager code calls lerp (optim._kernel.ema).
+    eager = run(update, params, OPT.init(params), grads, 4)
+    pn.testing.assert_tree_close(b, eager, rtol=1e-5, atol=1e-6)
 
 
 def test_no_recompilation_across_steps_with_a_schedule_and_a_changed_lr():
@@ -457,7 +460,7 @@ def test_0d_float64_inputs_are_traced_once_and_stay_inputs():
     state = OPT.init(params)
     expected = run(update, params, state, grads, 2)
     params, state = run(step, pn.tree.map(torch.clone, params), OPT.init(params), grads, 2)
-    pn.testing.assert_tree_equal((params, state), expected)
+    pn.testing.assert_tree_close((params, state), expected, rtol=1e-5, atol=1e-6)  # PROPERTIES 5
     state = pn.tree.set(state, "hyperparams.lr", torch.tensor(0.5, dtype=torch.float64))
     new_params, _ = step(params, state, grads)
     assert backend.calls == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from unittest import mock
 
 import attrs
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 import purenn as pn
 from purenn import optim
+from purenn.optim._kernel import ema
 
 
 class LionReference(torch.optim.Optimizer):
@@ -814,6 +816,25 @@ def compiled_trajectory(opt, params, steps: int):
     for t in range(steps):
         params, state = step(params, state, pn.tree.map(lambda p, t=t: gradient(p, t), params))
     return params, state, backend.graphs
+
+
+@given(
+    decay=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**31 - 1),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_ema_compiled_form_equals_lerp_to_rounding_and_is_exact_at_both_ends(decay, seed, dtype):
+    gen = torch.Generator().manual_seed(seed)
+    average = torch.randn(64, generator=gen, dtype=dtype)
+    x = torch.randn(64, generator=gen, dtype=dtype)
+    eager = ema(average, x, decay, 1.0 - decay)
+    assert torch.equal(eager, torch.lerp(average, x, 1.0 - decay))  # torch.optim's op, eagerly
+    # The form traced under torch.compile (test_scalars checks the generated loop itself).
+    with mock.patch("torch.compiler.is_compiling", return_value=True):
+        compiled_form = ema(average, x, decay, 1.0 - decay)
+        assert torch.equal(ema(average, x, 0.0, 1.0), x)
+        assert torch.equal(ema(average, x, 1.0, 0.0), average)
+    torch.testing.assert_close(compiled_form, eager)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Step scalars (bias corrections, scheduled lr) are computed once per step, not once per element."""
+"""What the compiled element loops compute: step scalars once per step, not per element, and no lerp blend."""
 
 from __future__ import annotations
 
@@ -42,6 +42,28 @@ def test_compiled_adam_element_loop_reads_step_scalars_and_divides_once():
     assert "purenn.materialize" not in code  # on the CPU the stacked buffer alone is realized
     expected, _ = pn.step(opt, params, grads, opt.init(params))
     torch.testing.assert_close(new_params, expected)
+
+
+@pytest.mark.slow
+def test_compiled_moving_averages_have_no_lerp_blend_in_their_element_loops():
+    # One compile for three rules, whose updates inductor fuses into one loop. RAdam, which
+    # shares `ema`, is left out: its rectification is a torch.where, a blend by design.
+    rules = [pn.optim.nadam(1e-3), pn.optim.adamax(1e-3), pn.optim.rmsprop(1e-3, centered=True)]
+    params = pn.tree.pack(pn.Params({"w": torch.randn(4096)}))
+    grads = pn.tree.map(torch.ones_like, params)
+    states = [rule.init(params) for rule in rules]
+
+    def updates(g: pn.Params, states: list) -> list:
+        return [rule.update(g, s, params)[0] for rule, s in zip(rules, states, strict=True)]
+
+    compiled, codes = run_and_get_code(torch.compile(updates, dynamic=False), grads, states)
+    bodies = [loop.split("def call")[0] for loop in _vector_loops("\n".join(codes))]
+    update_bodies = [b for b in bodies if "Vectorized" in b and ".sqrt()" in b]
+    assert update_bodies, "no vectorized update loop found in the generated code"
+    for body in update_bodies:
+        assert "blendv" not in body, body[:2000]
+    for ours, expected in zip(compiled, updates(grads, states), strict=True):
+        torch.testing.assert_close(ours, expected)
 
 
 def test_materialize_is_the_identity_eagerly_and_a_well_formed_op():

@@ -23,7 +23,7 @@ from ._common import (
     require_params,
     validate_lr,
 )
-from ._kernel import hyperparams, leafwise, zeros_like
+from ._kernel import ema, hyperparams, leafwise, zeros_like
 
 __all__ = ["AdamaxState", "adamax"]
 
@@ -47,12 +47,13 @@ class AdamaxState:
 def _kernel(
     g: Tensor, p: Tensor | None, m: Tensor, u: Tensor, s: Mapping[str, Any]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    # torch.optim's single-tensor Adamax (torch/optim/adamax.py), operation for operation.
+    # torch.optim's single-tensor Adamax (torch/optim/adamax.py), operation for operation, but for `ema` in place
+    # of lerp.
     if s["maximize"]:
         g = -g
     if p is not None:
         g = g + s["weight_decay"] * p
-    m = torch.lerp(m, g, s["one_minus_beta1"])
+    m = ema(m, g, s["beta1"], s["one_minus_beta1"])
     u = torch.maximum(u * s["beta2"], torch.abs(g) + s["eps"])
     return -s["clr"] * m / u, m, u
 
@@ -115,6 +116,7 @@ def adamax(
         scalars = {
             "maximize": state.maximize,
             "weight_decay": h["weight_decay"],
+            "beta1": h["beta1"],
             "one_minus_beta1": 1.0 - h["beta1"],
             "beta2": h["beta2"],
             "eps": h["eps"],

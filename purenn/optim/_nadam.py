@@ -23,7 +23,7 @@ from ._common import (
     require_params,
     validate_lr,
 )
-from ._kernel import hyperparams, leafwise, zeros_like
+from ._kernel import ema, hyperparams, leafwise, zeros_like
 
 __all__ = ["NadamState", "nadam"]
 
@@ -52,12 +52,13 @@ class NadamState:
 def _kernel(
     g: Tensor, p: Tensor | None, m: Tensor, v: Tensor, s: Mapping[str, Any]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    # torch.optim's single-tensor NAdam (torch/optim/nadam.py), operation for operation.
+    # torch.optim's single-tensor NAdam (torch/optim/nadam.py), operation for operation, but for `ema` in place
+    # of lerp.
     if s["maximize"]:
         g = -g
     if s["l2"]:
         g = g + s["weight_decay"] * p
-    m = torch.lerp(m, g, s["one_minus_beta1"])
+    m = ema(m, g, s["beta1"], s["one_minus_beta1"])
     v = v * s["beta2"] + s["one_minus_beta2"] * g * g
     denom = torch.sqrt(v / s["bias_correction2"]) + s["eps"]
     update = s["grad_coef"] * g / denom + s["exp_avg_coef"] * m / denom
@@ -153,6 +154,7 @@ def nadam(
             "l2": not state.decoupled_weight_decay and weight_decay != 0,
             "decoupled": state.decoupled_weight_decay and weight_decay != 0,
             "weight_decay": h["weight_decay"],
+            "beta1": h["beta1"],
             "one_minus_beta1": 1.0 - h["beta1"],
             "beta2": h["beta2"],
             "one_minus_beta2": 1.0 - h["beta2"],

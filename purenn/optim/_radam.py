@@ -23,7 +23,7 @@ from ._common import (
     require_params,
     validate_lr,
 )
-from ._kernel import hyperparams, leafwise, zeros_like
+from ._kernel import ema, hyperparams, leafwise, zeros_like
 
 __all__ = ["RadamState", "radam"]
 
@@ -49,12 +49,13 @@ def _kernel(
     g: Tensor, p: Tensor | None, m: Tensor, v: Tensor, s: Mapping[str, Any]
 ) -> tuple[Tensor, Tensor, Tensor]:
     # torch.optim's single-tensor RAdam (torch/optim/radam.py), operation for operation, except
-    # that its Python `if rho_t > 5` is a torch.where, so the step count never specialises a graph.
+    # that its Python `if rho_t > 5` is a torch.where, so the step count never specialises a graph,
+    # and `ema` stands for lerp.
     if s["maximize"]:
         g = -g
     if s["l2"]:
         g = g + s["weight_decay"] * p
-    m = torch.lerp(m, g, s["one_minus_beta1"])
+    m = ema(m, g, s["beta1"], s["one_minus_beta1"])
     v = v * s["beta2"] + s["one_minus_beta2"] * g * g
     plain = m / s["bias_correction1"] * s["lr"]
     adaptive = s["bias_correction2_sqrt"] / (torch.sqrt(v) + s["eps"])
@@ -151,6 +152,7 @@ def radam(
             "l2": not state.decoupled_weight_decay and weight_decay != 0,
             "decoupled": state.decoupled_weight_decay and weight_decay != 0,
             "weight_decay": h["weight_decay"],
+            "beta1": h["beta1"],
             "one_minus_beta1": 1.0 - h["beta1"],
             "beta2": h["beta2"],
             "one_minus_beta2": 1.0 - h["beta2"],
