@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -40,7 +41,7 @@ def synchronize(device: str, value: object = None) -> None:
 def run_interleaved(
     variants: list[Variant], device: str, rounds: int, warmup: int, steps_per_round: int
 ) -> None:
-    """Set every variant up, time its first call, then time `rounds` interleaved rounds of each."""
+    """Set every variant up, time its first call, then time `rounds` rounds of each, shuffled per round."""
     for v in variants:
         if v.skipped:
             continue
@@ -54,8 +55,12 @@ def run_interleaved(
         except Exception as error:  # a contender that cannot run here is reported, not fatal
             v.skipped = f"{type(error).__name__}: {error}"[:120]
             v.step = None
+    # Each round runs the variants in a new order (seeded, so runs repeat it): a variant that
+    # allocates or streams hundreds of MB leaves the caches, TLB and allocator to whichever
+    # runs next, and a fixed order would hand that cost to the same neighbour every round.
+    order = random.Random(0)
     for _ in range(rounds):
-        for v in variants:
+        for v in order.sample(variants, len(variants)):
             if v.step is None:
                 continue
             start = time.perf_counter()

@@ -171,7 +171,7 @@ def main() -> None:
         h.table(
             variants,
             "nn.Module + AdamW fused",
-            f"full step, median of {args.rounds} interleaved rounds of 5 steps",
+            f"full step, median of {args.rounds} interleaved rounds of 5 steps, order shuffled per round",
         )
     )
 

@@ -281,7 +281,7 @@ def main() -> None:
                     memory[v.name] = f"{m['transient_B_per_param']:.1f} B/param{reuse}"
         for v in variants:
             v.step = None  # free the data before the next set
-        title = f"{set_name}: {count} tensor(s) x {size:,} = {count * size / 1e6:.1f}M params, median of {args.rounds} interleaved rounds"
+        title = f"{set_name}: {count} tensor(s) x {size:,} = {count * size / 1e6:.1f}M params, median of {args.rounds} interleaved rounds, order shuffled per round"
         print(h.table(variants, "torch.optim fused", title, memory) + "\n", flush=True)
 
 
