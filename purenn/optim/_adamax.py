@@ -47,8 +47,8 @@ class AdamaxState:
 def _kernel(
     g: Tensor, p: Tensor | None, m: Tensor, u: Tensor, s: Mapping[str, Any]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    # torch.optim's single-tensor Adamax (torch/optim/adamax.py), operation for operation, but for `ema` in place
-    # of lerp.
+    # torch.optim's single-tensor Adamax (torch/optim/adamax.py), operation for operation,
+    # but for `ema` in place of lerp.
     if s["maximize"]:
         g = -g
     if p is not None:

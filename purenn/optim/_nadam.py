@@ -52,8 +52,8 @@ class NadamState:
 def _kernel(
     g: Tensor, p: Tensor | None, m: Tensor, v: Tensor, s: Mapping[str, Any]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    # torch.optim's single-tensor NAdam (torch/optim/nadam.py), operation for operation, but for `ema` in place
-    # of lerp.
+    # torch.optim's single-tensor NAdam (torch/optim/nadam.py), operation for operation,
+    # but for `ema` in place of lerp.
     if s["maximize"]:
         g = -g
     if s["l2"]:
