@@ -187,7 +187,7 @@ def test_results_with_donation_equal_results_without_bitwise():
     b = run(plain, params, OPT.init(params), grads, 4)
     pn.testing.assert_tree_equal(a, b)
     # Compiled and eager agree to rounding (PROPERTIES 5): traced, Adam's moving average is a
-    # convex sum where eager code calls lerp (optim._kernel.ema).
+    # convex sum where eager code calls lerp (optim._kernel.moving_average).
     eager = run(update, params, OPT.init(params), grads, 4)
     pn.testing.assert_tree_close(b, eager, rtol=1e-5, atol=1e-6)
 

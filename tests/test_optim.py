@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import purenn as pn
 from purenn import optim
-from purenn.optim._kernel import ema
+from purenn.optim._kernel import moving_average
 
 
 class LionReference(torch.optim.Optimizer):
@@ -823,17 +823,19 @@ def compiled_trajectory(opt, params, steps: int):
     seed=st.integers(0, 2**31 - 1),
     dtype=st.sampled_from([torch.float32, torch.float64]),
 )
-def test_ema_compiled_form_equals_lerp_to_rounding_and_is_exact_at_both_ends(decay, seed, dtype):
+def test_moving_average_compiled_form_equals_lerp_to_rounding_and_is_exact_at_both_ends(
+    decay, seed, dtype
+):
     gen = torch.Generator().manual_seed(seed)
     average = torch.randn(64, generator=gen, dtype=dtype)
     x = torch.randn(64, generator=gen, dtype=dtype)
-    eager = ema(average, x, decay, 1.0 - decay)
+    eager = moving_average(average, x, decay, 1.0 - decay)
     assert torch.equal(eager, torch.lerp(average, x, 1.0 - decay))  # torch.optim's op, eagerly
     # The form traced under torch.compile (test_scalars checks the generated loop itself).
     with mock.patch("torch.compiler.is_compiling", return_value=True):
-        compiled_form = ema(average, x, decay, 1.0 - decay)
-        assert torch.equal(ema(average, x, 0.0, 1.0), x)
-        assert torch.equal(ema(average, x, 1.0, 0.0), average)
+        compiled_form = moving_average(average, x, decay, 1.0 - decay)
+        assert torch.equal(moving_average(average, x, 0.0, 1.0), x)
+        assert torch.equal(moving_average(average, x, 1.0, 0.0), average)
     torch.testing.assert_close(compiled_form, eager)
 
 

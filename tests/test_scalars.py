@@ -47,7 +47,7 @@ def test_compiled_adam_element_loop_reads_step_scalars_and_divides_once():
 @pytest.mark.slow
 def test_compiled_moving_averages_have_no_lerp_blend_in_their_element_loops():
     # One compile for three rules, whose updates inductor fuses into one loop. RAdam, which
-    # shares `ema`, is left out: its rectification is a torch.where, a blend by design.
+    # shares `moving_average`, is left out: its rectification is a torch.where, a blend by design.
     rules = [pn.optim.nadam(1e-3), pn.optim.adamax(1e-3), pn.optim.rmsprop(1e-3, centered=True)]
     params = pn.tree.pack(pn.Params({"w": torch.randn(4096)}))
     grads = pn.tree.map(torch.ones_like, params)

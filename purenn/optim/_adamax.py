@@ -23,7 +23,7 @@ from ._common import (
     require_params,
     validate_lr,
 )
-from ._kernel import ema, hyperparams, leafwise, zeros_like
+from ._kernel import hyperparams, leafwise, moving_average, zeros_like
 
 __all__ = ["AdamaxState", "adamax"]
 
@@ -48,12 +48,12 @@ def _kernel(
     g: Tensor, p: Tensor | None, m: Tensor, u: Tensor, s: Mapping[str, Any]
 ) -> tuple[Tensor, Tensor, Tensor]:
     # torch.optim's single-tensor Adamax (torch/optim/adamax.py), operation for operation,
-    # but for `ema` in place of lerp.
+    # but for `moving_average` in place of lerp.
     if s["maximize"]:
         g = -g
     if p is not None:
         g = g + s["weight_decay"] * p
-    m = ema(m, g, s["beta1"], s["one_minus_beta1"])
+    m = moving_average(m, g, s["beta1"], s["one_minus_beta1"])
     u = torch.maximum(u * s["beta2"], torch.abs(g) + s["eps"])
     return -s["clr"] * m / u, m, u
 

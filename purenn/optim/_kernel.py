@@ -12,7 +12,7 @@ from .._packed import Layout, Packed, align, buffers, common_layout
 from .._params import Params
 from .._scalars import materialize
 
-__all__ = ["ema", "hyperparams", "leafwise", "zeros_like"]
+__all__ = ["hyperparams", "leafwise", "moving_average", "zeros_like"]
 
 Kernel = Callable[..., Sequence[torch.Tensor | None]]
 
@@ -125,7 +125,7 @@ def hyperparams(**values: float) -> Params:
     )
 
 
-def ema(average: torch.Tensor, x: torch.Tensor, decay: Any, weight: Any) -> torch.Tensor:
+def moving_average(average: torch.Tensor, x: torch.Tensor, decay: Any, weight: Any) -> torch.Tensor:
     """The moving average `lerp(average, x, weight)` (`weight` is `1 - decay`), elementwise.
 
     Eagerly this is torch.optim's `lerp`: one pass over memory. Compiled, it is the
@@ -136,7 +136,7 @@ def ema(average: torch.Tensor, x: torch.Tensor, decay: Any, weight: Any) -> torc
     16M floats (2 cores): eagerly lerp 39 ms against 109 ms for the sum's three ops.
 
     Example:
-        >>> ema(torch.zeros(2), torch.ones(2), 0.9, 0.1)
+        >>> moving_average(torch.zeros(2), torch.ones(2), 0.9, 0.1)
         tensor([0.1000, 0.1000])
     """
     if torch.compiler.is_compiling():

@@ -23,7 +23,7 @@ from ._common import (
     require_params,
     validate_lr,
 )
-from ._kernel import ema, hyperparams, leafwise, zeros_like
+from ._kernel import hyperparams, leafwise, moving_average, zeros_like
 
 __all__ = ["NadamState", "nadam"]
 
@@ -53,12 +53,12 @@ def _kernel(
     g: Tensor, p: Tensor | None, m: Tensor, v: Tensor, s: Mapping[str, Any]
 ) -> tuple[Tensor, Tensor, Tensor]:
     # torch.optim's single-tensor NAdam (torch/optim/nadam.py), operation for operation,
-    # but for `ema` in place of lerp.
+    # but for `moving_average` in place of lerp.
     if s["maximize"]:
         g = -g
     if s["l2"]:
         g = g + s["weight_decay"] * p
-    m = ema(m, g, s["beta1"], s["one_minus_beta1"])
+    m = moving_average(m, g, s["beta1"], s["one_minus_beta1"])
     v = v * s["beta2"] + s["one_minus_beta2"] * g * g
     denom = torch.sqrt(v / s["bias_correction2"]) + s["eps"]
     update = s["grad_coef"] * g / denom + s["exp_avg_coef"] * m / denom

@@ -23,7 +23,7 @@ from ._common import (
     require_params,
     validate_lr,
 )
-from ._kernel import ema, hyperparams, leafwise, zeros_like
+from ._kernel import hyperparams, leafwise, moving_average, zeros_like
 
 __all__ = ["RadamState", "radam"]
 
@@ -50,12 +50,12 @@ def _kernel(
 ) -> tuple[Tensor, Tensor, Tensor]:
     # torch.optim's single-tensor RAdam (torch/optim/radam.py), operation for operation, except
     # that its Python `if rho_t > 5` is a torch.where, so the step count never specialises a graph,
-    # and `ema` stands for lerp.
+    # and `moving_average` stands for lerp.
     if s["maximize"]:
         g = -g
     if s["l2"]:
         g = g + s["weight_decay"] * p
-    m = ema(m, g, s["beta1"], s["one_minus_beta1"])
+    m = moving_average(m, g, s["beta1"], s["one_minus_beta1"])
     v = v * s["beta2"] + s["one_minus_beta2"] * g * g
     plain = m / s["bias_correction1"] * s["lr"]
     adaptive = s["bias_correction2_sqrt"] / (torch.sqrt(v) + s["eps"])

@@ -23,7 +23,7 @@ from ._common import (
     require_params,
     validate_lr,
 )
-from ._kernel import ema, hyperparams, leafwise, zeros_like
+from ._kernel import hyperparams, leafwise, moving_average, zeros_like
 
 __all__ = ["RmspropState", "rmsprop"]
 
@@ -57,14 +57,14 @@ def _kernel(
     s: Mapping[str, Any],
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     # torch.optim's single-tensor RMSprop (torch/optim/rmsprop.py), operation for operation, but
-    # for `ema` in place of lerp.
+    # for `moving_average` in place of lerp.
     if s["maximize"]:
         g = -g
     if p is not None:
         g = g + s["weight_decay"] * p
     sq = sq * s["alpha"] + s["one_minus_alpha"] * g * g
     if gavg is not None:
-        gavg = ema(gavg, g, s["alpha"], s["one_minus_alpha"])
+        gavg = moving_average(gavg, g, s["alpha"], s["one_minus_alpha"])
         avg = torch.sqrt(sq - gavg * gavg)
     else:
         avg = torch.sqrt(sq)
