@@ -53,10 +53,15 @@ def dead_message(value: Any) -> str | None:
 
 
 def raise_if_dead(value: Any, where: str) -> None:
-    """Raise DonatedError, prefixed with `where`, if `value` is a node consumed by a donating call."""
+    """Raise DonatedError if `value` is a node consumed by a donating call.
+
+    The message starts with `where` (the argument the dead tree was just passed as)
+    and goes on with the call that consumed it: "update: argument 1 (state) cannot be
+    used: argument 1 (state) was donated to update (call 2), ...".
+    """
     message = dead_message(value)
     if message is not None:
-        raise DonatedError(f"{where}: {message}")
+        raise DonatedError(f"{where} cannot be used: {message}" if where else message)
 
 
 class CheckpointError(PurennError, OSError):

@@ -358,10 +358,13 @@ def test_save_refuses_a_donated_tree(tmp_path):
 
     pn.jit(update, donate_argnums=0, compile=False)(tree["params"])
     with pytest.raises(
-        pn.DonatedError, match=r"pn\.save: tree: argument 0 \(p\) was donated to .*update"
+        pn.DonatedError,
+        match=r"pn\.save: tree cannot be used: argument 0 \(p\) was donated to .*update",
     ):
         pn.save(tmp_path / "ck.safetensors", tree)
-    with pytest.raises(pn.DonatedError, match=r"pn\.load: like: argument 0 \(p\) was donated"):
+    with pytest.raises(
+        pn.DonatedError, match=r"pn\.load: like cannot be used: argument 0 \(p\) was donated"
+    ):
         pn.load(tmp_path / "ck.safetensors", like=tree)
 
 

@@ -103,7 +103,7 @@ def test_passing_a_dead_tree_names_the_argument_of_the_new_call():
     other = pn.jit(lambda g, p: pn.tree.add(g, p), backend=CountingBackend())
     with pytest.raises(
         pn.DonatedError,
-        match=r"<lambda>: argument 1 \(p\): argument 0 \(params\) was donated to update \(call 1\)",
+        match=r"<lambda>: argument 1 \(p\) cannot be used: argument 0 \(params\) was donated to update \(call 1\)",
     ):
         other(grads, params)
 
@@ -148,7 +148,7 @@ def test_calls_after_the_first_refuse_what_the_first_call_refuses():
     step(new_params, new_state, grads)
     with pytest.raises(
         pn.DonatedError,
-        match=r"update: argument 1 \(state\): argument 1 \(state\) was donated to update \(call 2\)",
+        match=r"update: argument 1 \(state\) cannot be used: argument 1 \(state\) was donated to update \(call 2\)",
     ):
         step(pn.tree.map(torch.clone, params), new_state, grads)
     fresh_params, fresh_state = step(pn.tree.map(torch.clone, params), OPT.init(params), grads)
