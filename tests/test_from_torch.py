@@ -574,3 +574,92 @@ def test_conversion_makes_no_real_copy_of_the_weights():
         model = pn.nn.TorchModel(module)  # no buffers, so nothing real to copy
     assert recorded.ops == []
     assert pn.tree.paths(model.init(pn.random.key(0))) == [n for n, _ in module.named_parameters()]
+
+
+def test_init_refuses_a_parameter_no_reset_sets_and_accepts_one_a_parent_sets():
+    class Inner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = nn.Parameter(torch.ones(4))
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Inner()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def reset_parameters(self):
+            nn.init.normal_(self.w)
+
+        def forward(self, x):
+            return x * self.w.sum() + self.inner.p.sum()
+
+    class Covering(Outer):
+        def reset_parameters(self):
+            nn.init.normal_(self.w)
+            nn.init.constant_(self.inner.p, 0.5)
+
+    # Outer's reset leaves its child's parameter alone: init must not return empty memory.
+    with pytest.raises(ValueError, match=r"cannot re-initialise \['inner\.p'\]"):
+        pn.from_torch(Outer())[0].init(pn.random.key(0))
+    fresh = pn.from_torch(Covering())[0].init(pn.random.key(0))
+    assert torch.equal(fresh["inner.p"], torch.full((4,), 0.5))
+
+
+def test_init_runs_private_resets_children_first_as_torch_constructors_do():
+    # nn.MultiheadAttention initialises in _reset_parameters, after its out_proj (a Linear)
+    # was built: in_proj xavier-uniform, both biases zero.
+    model, _ = pn.from_torch(nn.MultiheadAttention(64, 4))
+    fresh = model.init(pn.random.key(0))
+    assert torch.equal(fresh["in_proj_bias"], torch.zeros(192))
+    assert torch.equal(fresh["out_proj.bias"], torch.zeros(64))
+    bound = math.sqrt(6 / (64 + 192))  # xavier_uniform_ of the (192, 64) in_proj_weight
+    assert fresh["in_proj_weight"].abs().max() <= bound
+    assert fresh["in_proj_weight"].std() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    encoder, params = pn.from_torch(
+        nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 2, enable_nested_tensor=False)
+    )
+    assert pn.tree.paths(encoder.init(pn.random.key(1))) == pn.tree.paths(params)
+
+
+def test_apply_leaves_the_callers_inputs_alone_when_the_module_writes_into_them():
+    class AddsInPlace(nn.Module):
+        def forward(self, x, *, shift):
+            x += 1
+            shift.mul_(2)
+            return x + shift
+
+    for module, kwargs in ((nn.ReLU(inplace=True), {}), (AddsInPlace(), {"shift": torch.ones(2)})):
+        model, params = pn.from_torch(module)
+        x = torch.tensor([-1.0, 2.0])
+        given = {k: v.clone() for k, v in kwargs.items()}
+        expected = module(x.clone(), **{k: v.clone() for k, v in kwargs.items()})
+        torch.testing.assert_close(model.apply(params, x, **given), expected)
+        assert torch.equal(x, torch.tensor([-1.0, 2.0]))
+        assert x._version == 0
+        for k, v in given.items():
+            assert torch.equal(v, kwargs[k]), k
+
+
+def test_state_and_input_errors_name_the_buffer_and_the_dtype():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.register_buffer("scale", torch.tensor([1.0, 2.0, 3.0]))
+
+        def forward(self, x):
+            return self.lin(x) * self.scale
+
+    model, params = pn.from_torch(Scaled())
+    with pytest.raises(
+        pn.StateError, match=r"state 'scale' has shape \(1,\), but the Scaled's buffer has \(3,\)"
+    ):
+        model.apply(params, torch.ones(2, 3), state=pn.Params({"scale": torch.ones(1)}))
+    with pytest.raises(pn.StateError, match=r"missing \['scale'\], unexpected \['other'\]"):
+        model.apply(params, torch.ones(2, 3), state=pn.Params({"other": torch.ones(3)}))
+    with pytest.raises(
+        pn.ShapeError,
+        match=r"failed on input of shape \(2, 3\) \(dtype torch\.float64\): mat1 and mat2",
+    ):
+        model.apply(params, torch.ones(2, 3, dtype=torch.float64), state=model.init_state())

@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 
 import torch
 from torch.func import functional_call
+from torch.utils._pytree import tree_map_only
 
-from .._errors import ShapeError, TreeMismatchError
+from .._errors import ShapeError, StateError, TreeMismatchError
 from .._params import Params
 from ._model import Model
 from ._torch_randomness import concrete_seed, keyed_randomness, seeded_generators
@@ -75,11 +76,16 @@ class TorchModel(Model):
     def init(self, key: torch.Tensor) -> Params:
         """Fresh params from the module's own `reset_parameters()`, seeded from `key`.
 
-        The keys are those of the params `pn.from_torch` returns. A tied parameter is
-        reset by each module that owns it, in `named_modules()` order, so the last one wins.
+        Each module's `reset_parameters()` (or, without one, its private
+        `_reset_parameters()`, as `nn.MultiheadAttention` and `nn.Transformer` have) runs
+        children first, in the order torch's constructors run them, so the parameters are
+        drawn from the distributions a freshly built module has. The keys are those of
+        the params `pn.from_torch` returns. A tied parameter is reset by each module that
+        owns it, and the last reset wins.
 
         Raises:
-            ValueError: if a parameter belongs to a module without `reset_parameters`.
+            ValueError: if some parameter is not set by any module's `reset_parameters`,
+                naming it.
         """
         seed = concrete_seed(key)
         if seed is None:
@@ -89,24 +95,31 @@ class TorchModel(Model):
                 "torch.func.vmap. Initialise the members in a loop and pn.tree.stack them."
             )
         device = self._devices[0]
-        module = _structural_copy(
-            self._skeletons[False], lambda t: torch.empty_like(t, device=device)
-        )
-        covered: set[str] = set()
+        # Parameters start as NaN, so one that no reset_parameters() writes in full shows up
+        # (a parent's reset may cover its children's parameters, or leave them alone).
+        module = _structural_copy(self._skeletons[False], lambda t: _unset(t, device))
+        owned: set[str] = set()  # parameters of modules with a reset, for integer ones
         with seeded_generators(seed, self._cuda_devices()):
-            for prefix, sub in module.named_modules():
-                reset = getattr(sub, "reset_parameters", None)
-                if callable(reset):
+            # Children before parents, as torch's constructors run: a parent's reset may
+            # override its children's (MultiheadAttention zeroes out_proj.bias).
+            for prefix, sub in reversed(list(module.named_modules())):
+                reset = _reset_of(sub)
+                if reset is not None:
                     reset()
-                    covered.update(
-                        f"{prefix}.{n}" if prefix else n for n, _ in sub.named_parameters()
+                    owned.update(
+                        f"{prefix}.{n}" if prefix else n
+                        for n, _ in sub.named_parameters(recurse=False)
                     )
-        names = [name for name, _ in module.named_parameters()]
-        uncovered = [name for name in names if name not in covered]
+        uncovered = [
+            name
+            for name, p in module.named_parameters()
+            if (torch.isnan(p.detach()).any() if _has_nan(p) else name not in owned)
+        ]
         if uncovered:
             raise ValueError(
-                f"cannot re-initialise {uncovered}: their modules define no reset_parameters(). "
-                "Use the params returned by pn.from_torch(module), or initialise them yourself."
+                f"cannot re-initialise {uncovered}: no reset_parameters() of their modules (or of "
+                "the modules above them) sets them. Use the params returned by "
+                "pn.from_torch(module), or initialise them yourself."
             )
         return Params.from_state_dict({n: p.detach() for n, p in module.named_parameters()})
 
@@ -144,10 +157,16 @@ class TorchModel(Model):
         if set(flat) != set(expected):
             missing = sorted(set(expected) - set(flat))
             extra = sorted(set(flat) - set(expected))
-            raise TreeMismatchError(
+            raise StateError(
                 f"state does not fit the converted {self.module_type} (its buffers): "
                 f"missing {missing}, unexpected {extra}. Use model.init_state()."
             )
+        for name, buffer in expected.items():
+            if flat[name].shape != buffer.shape:
+                raise StateError(
+                    f"state '{name}' has shape {tuple(flat[name].shape)}, but the "
+                    f"{self.module_type}'s buffer has {tuple(buffer.shape)}. Use model.init_state()."
+                )
         return flat
 
     def _forward(
@@ -162,9 +181,12 @@ class TorchModel(Model):
         **forward_kwargs: Any,
     ) -> tuple[Any, Params]:
         tensors = self._check_params(params)
-        # The module may update buffers in place (BatchNorm in training): give it copies.
+        # The module may update buffers in place (BatchNorm in training), or write into its
+        # inputs (ReLU(inplace=True) first): give it copies, so apply stays pure.
         buffers = {name: b.clone() for name, b in self._check_state(state).items()}
-        args = x if isinstance(x, tuple) else (x,)
+        args, forward_kwargs = tree_map_only(
+            torch.Tensor, torch.clone, (x if isinstance(x, tuple) else (x,), forward_kwargs)
+        )
         randomness = (
             keyed_randomness(key, self.module_type, self._cuda_devices())
             if train
@@ -180,16 +202,37 @@ class TorchModel(Model):
                     strict=True,
                 )
         except RuntimeError as error:
-            if "shape" not in str(error) and "size" not in str(error):
+            if not any(word in str(error) for word in ("shape", "size", "dtype", "scalar type")):
                 raise
             shapes = [
-                tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args
+                str(tuple(a.shape)) if isinstance(a, torch.Tensor) else type(a).__name__
+                for a in args
             ]
+            dtypes = [str(a.dtype) for a in args if isinstance(a, torch.Tensor)]
             raise ShapeError(
-                f"the converted {self.module_type} failed on input of shape {', '.join(map(str, shapes))}: {error}"
+                f"the converted {self.module_type} failed on input of shape {', '.join(shapes)} "
+                f"(dtype {', '.join(dtypes)}): {error}"
             ) from error
         new_state = Params.from_state_dict(buffers) if buffers else state
         return y, new_state
+
+
+def _reset_of(module: torch.nn.Module) -> Callable[[], None] | None:
+    for name in ("reset_parameters", "_reset_parameters"):
+        reset = getattr(module, name, None)
+        if callable(reset):
+            return reset
+    return None
+
+
+def _has_nan(t: torch.Tensor) -> bool:
+    return t.is_floating_point() or t.is_complex()
+
+
+def _unset(t: torch.Tensor, device: str) -> torch.Tensor:
+    """Storage for a parameter before `reset_parameters()`: NaN where the dtype has it."""
+    out = torch.empty_like(t, device=device)
+    return out.fill_(float("nan")) if _has_nan(out) else out
 
 
 def _structural_copy(
