@@ -525,6 +525,15 @@ def test_batch_norm_errors():
     ):
         model.apply(params, torch.ones(1, 2), state=state, train=True)
     model.apply(params, torch.ones(1, 2), state=state)  # one sample is fine in evaluation
+    # ...but not without running statistics, where evaluation uses the batch's (torch raises too).
+    untracked = pn.nn.batch_norm(4, track_running_stats=False)
+    with pytest.raises(
+        pn.ShapeError,
+        match=r"more than 1 value per channel when using batch statistics \(track_running_stats=False\)",
+    ):
+        untracked.apply(untracked.init(pn.random.key(0)), torch.ones(1, 4))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        nn.BatchNorm1d(4, track_running_stats=False).eval()(torch.ones(1, 4))
     other = pn.nn.sequential(pn.nn.linear(2, 4), pn.nn.batch_norm(5)).init_state()
     with pytest.raises(
         pn.StateError,
@@ -987,3 +996,60 @@ def test_multi_head_attention_errors():
     no_bias = pn.nn.multi_head_attention(8, 2, bias=False).init(pn.random.key(0))
     with pytest.raises(pn.TreeMismatchError, match=r"missing \['in_proj_bias'\]"):
         attn.apply(no_bias, x)
+
+
+def test_linear_names_a_dtype_mismatch_and_follows_its_params_dtype():
+    layer = pn.nn.linear(2, 3)
+    params = layer.init(pn.random.key(0))
+    with pytest.raises(
+        pn.ShapeError,
+        match=r"linear layer has torch\.float32 params but got a torch\.float64 input",
+    ):
+        layer.apply(params, torch.ones(1, 2, dtype=torch.float64))
+    doubled = pn.tree.map(lambda t: t.double(), params)
+    assert layer.apply(doubled, torch.ones(1, 2, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_layers_run_under_autocast_like_torch_modules():
+    # Under autocast a bfloat16 activation meets float32 params: autocast casts, so the
+    # layers' dtype checks stand aside, and the result is torch's own.
+    model = pn.nn.sequential(
+        pn.nn.conv2d(3, 4, 3),
+        pn.nn.relu,
+        pn.nn.conv2d(4, 4, 3),
+        pn.nn.flatten(),
+        pn.nn.linear(16, 5),
+        pn.nn.relu,
+        pn.nn.linear(5, 2),
+    )
+    params = model.init(pn.random.key(0))
+    twin = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3),
+        nn.Flatten(),
+        nn.Linear(16, 5),
+        nn.ReLU(),
+        nn.Linear(5, 2),
+    )
+    twin.load_state_dict(params.to_state_dict())
+    x = torch.randn(2, 3, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        y, expected = model.apply(params, x), twin(x)
+    assert y.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+
+
+def test_multi_head_attention_names_a_floating_mask_of_another_dtype():
+    attn = pn.nn.multi_head_attention(8, 2, batch_first=True)
+    params = attn.init(pn.random.key(0))
+    x = torch.randn(2, 3, 8)
+    for name, mask in (
+        ("attn_mask", torch.zeros(3, 3, dtype=torch.float64)),
+        ("key_padding_mask", torch.zeros(2, 3, dtype=torch.float64)),
+    ):
+        with pytest.raises(
+            pn.ShapeError, match=rf"got a torch\.float64 {name} for a torch\.float32 query"
+        ):
+            attn.apply(params, x, **{name: mask})
+        attn.apply(params, x, **{name: mask.float()})

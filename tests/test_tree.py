@@ -157,6 +157,10 @@ def test_arithmetic_helpers():
     assert pn.tree.allclose(pn.tree.scale(a, torch.tensor(2.0)), params(2.0))
     with pytest.raises(ValueError, match="factor must be a number or a 0-d tensor"):
         pn.tree.scale(a, torch.ones(2))
+    with pytest.raises(TypeError, match="factor must be a number or a 0-d tensor, got a str"):
+        pn.tree.scale(a, "2")
+    with pytest.raises(TypeError, match="got a Params"):
+        pn.tree.scale(a, b)
     zeros = pn.tree.zeros_like(a)
     assert all(
         torch.equal(z, torch.zeros_like(x))
@@ -179,6 +183,19 @@ def test_global_norm_equals_norm_of_concatenation(sizes, seed):
     torch.testing.assert_close(
         pn.tree.global_norm(tree), torch.nn.utils.clip_grad_norm_(tensors, 1e9)
     )
+
+
+def test_add_and_sub_refuse_to_broadcast_leaves_of_different_shapes():
+    a = pn.Params({"x": torch.ones(2), "sub": {"w": torch.ones(3, 4)}})
+    b = pn.Params({"x": torch.ones(2), "sub": {"w": torch.ones(4)}})
+    with pytest.raises(
+        pn.ShapeError, match=r"pn\.tree\.add: at 'sub\.w', a has shape \(3, 4\) but b has \(4,\)"
+    ):
+        pn.tree.add(a, b)
+    with pytest.raises(
+        pn.ShapeError, match=r"pn\.tree\.sub: at 'sub\.w', a has shape \(4,\) but b has \(3, 4\)"
+    ):
+        pn.tree.sub(b, a)
 
 
 def test_global_norm_of_empty_tree_is_zero():

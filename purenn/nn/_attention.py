@@ -145,7 +145,7 @@ class MultiheadAttention(Model):
                     f"(embed_dim={self.embed_dim}, kdim={self.kdim}, vdim={self.vdim}), "
                     f"got {describe(tensor)}"
                 )
-            if tensor.dtype != self.dtype:
+            if tensor.dtype != self.dtype and not torch.is_autocast_enabled(tensor.device.type):
                 raise ShapeError(
                     f"the {where} has {self.dtype} params but got a {tensor.dtype} {name}"
                 )
@@ -163,8 +163,14 @@ class MultiheadAttention(Model):
         tgt, src = query.shape[s_axis], key.shape[s_axis]
         batch = query.shape[n_axis] if batched else 1
         padding_shape = (batch, src) if batched else (src,)
-        _check_mask(where, "key_padding_mask", key_padding_mask, [padding_shape])
-        _check_mask(where, "attn_mask", attn_mask, [(tgt, src), (batch * self.num_heads, tgt, src)])
+        _check_mask(where, "key_padding_mask", key_padding_mask, [padding_shape], query.dtype)
+        _check_mask(
+            where,
+            "attn_mask",
+            attn_mask,
+            [(tgt, src), (batch * self.num_heads, tgt, src)],
+            query.dtype,
+        )
 
     def _forward(
         self,
@@ -228,7 +234,10 @@ class MultiheadAttention(Model):
         return (y, weights), state
 
 
-def _check_mask(where: str, name: str, mask: Any, shapes: list[tuple[int, ...]]) -> None:
+def _check_mask(
+    where: str, name: str, mask: Any, shapes: list[tuple[int, ...]], dtype: torch.dtype
+) -> None:
+    """A mask is bool, or floating with the query's dtype (it is added to the attention scores)."""
     if mask is None:
         return
     if not isinstance(mask, torch.Tensor) or tuple(mask.shape) not in shapes:
@@ -236,6 +245,15 @@ def _check_mask(where: str, name: str, mask: Any, shapes: list[tuple[int, ...]])
         raise ShapeError(f"the {where} expects {name} of shape {options}, got {describe(mask)}")
     if mask.dtype != torch.bool and not mask.is_floating_point():
         raise ShapeError(f"the {where} expects a {_MASK_DTYPES} {name}, got {mask.dtype}")
+    if (
+        mask.is_floating_point()
+        and mask.dtype != dtype
+        and not torch.is_autocast_enabled(mask.device.type)
+    ):
+        raise ShapeError(
+            f"the {where} got a {mask.dtype} {name} for a {dtype} query; a floating mask is "
+            f"added to the attention scores, so it must have the query's dtype (or be bool)"
+        )
 
 
 def multi_head_attention(

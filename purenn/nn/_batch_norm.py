@@ -75,10 +75,12 @@ class BatchNorm(Model):
             raise input_error(_KIND, path, expected, x)
         check_dtype(x, self.dtype, _KIND, path)
         count = math.prod(size for dim, size in enumerate(x.shape) if dim != 1)
-        if train and count <= 1:
+        # Batch statistics of one value per channel have zero variance: every output would be 0.
+        if (train or not self.track_running_stats) and count <= 1:
+            when = "training" if train else "using batch statistics (track_running_stats=False)"
             raise ShapeError(
                 f"the {layer_name(_KIND, path)}: Expected more than 1 value per channel when "
-                f"training, got input size {tuple(x.shape)}"
+                f"{when}, got input size {tuple(x.shape)}"
             )
         return count
 

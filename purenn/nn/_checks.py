@@ -42,8 +42,12 @@ def input_error(kind: str, path: str, expected: str, x: Any) -> ShapeError:
 
 
 def check_dtype(x: torch.Tensor, dtype: torch.dtype, kind: str, path: str) -> None:
-    """Raise unless `x` has the dtype of the layer's params (torch would fail deep inside the op)."""
-    if x.dtype != dtype:
+    """Raise unless `x` has the dtype of the layer's params (torch would fail deep inside the op).
+
+    Under `torch.autocast` for `x`'s device, mixed dtypes are expected (a bfloat16
+    activation meets float32 params) and autocast casts them, so nothing is checked.
+    """
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         raise ShapeError(
             f"the {layer_name(kind, path)} has {dtype} params but got a {x.dtype} input; "
             f"convert the input (x.to({dtype})) or build the layer with dtype={x.dtype}"

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from .. import random as pnr
 from .._errors import ShapeError
 from .._params import Params
+from ._checks import check_dtype
 from ._model import Model, layer_name, take_params
 
 __all__ = ["Linear", "linear"]
@@ -76,6 +77,7 @@ class Linear(Model):
                 f"the {layer_name('linear layer', path)} expects input of shape (..., {self.in_features}) "
                 f"(in_features={self.in_features}), got {got}"
             )
+        check_dtype(x, weight.dtype, "linear layer", path)
         return F.linear(x, weight, bias), state
 
 

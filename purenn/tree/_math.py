@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from numbers import Number
 from typing import Any
 
@@ -15,22 +16,63 @@ __all__ = ["add", "allclose", "diff", "global_norm", "scale", "sub"]
 
 
 def add(a: Any, b: Any) -> Any:
-    """Leaf-wise `a + b` over two trees of the same structure."""
-    return _treeutil.tree_map(torch.add, a, b, names=["a", "b"])
+    """Leaf-wise `a + b` over two trees of the same structure and leaf shapes.
+
+    Raises:
+        TreeMismatchError: the structures differ (names the first differing path).
+        ShapeError: two leaves at the same path differ in shape (no broadcasting).
+    """
+    return _leafwise("add", torch.add, a, b)
 
 
 def sub(a: Any, b: Any) -> Any:
-    """Leaf-wise `a - b` over two trees of the same structure."""
-    return _treeutil.tree_map(torch.sub, a, b, names=["a", "b"])
+    """Leaf-wise `a - b` over two trees of the same structure and leaf shapes.
+
+    Raises:
+        TreeMismatchError: the structures differ (names the first differing path).
+        ShapeError: two leaves at the same path differ in shape (no broadcasting).
+    """
+    return _leafwise("sub", torch.sub, a, b)
+
+
+class _ShapeMismatch(Exception):
+    pass
+
+
+def _leafwise(name: str, op: Callable[..., Any], a: Any, b: Any) -> Any:
+    # torch would broadcast a (4,) leaf against a (3, 4) one and change the tree's shapes.
+    def apply(x: Any, y: Any) -> Any:
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape != y.shape:
+            raise _ShapeMismatch
+        return op(x, y)
+
+    try:
+        return _treeutil.tree_map(apply, a, b, names=["a", "b"])
+    except _ShapeMismatch:
+        pass
+    paths, xs, _ = _treeutil.flatten_with_paths(a)
+    for path, x, y in zip(paths, xs, _treeutil.flatten(b)[0], strict=True):
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape != y.shape:
+            raise ShapeError(
+                f"pn.tree.{name}: at '{path}', a has shape {tuple(x.shape)} but b has "
+                f"{tuple(y.shape)}; leaves are combined without broadcasting"
+            )
+    raise AssertionError("unreachable: a shape mismatch was seen but not found again")
 
 
 def scale(tree: Any, factor: float | torch.Tensor) -> Any:
     """Every leaf multiplied by `factor` (a number or 0-d tensor). `scale(factor, tree)` also works."""
     if isinstance(tree, Number) and not isinstance(factor, Number):
         tree, factor = factor, tree
-    if isinstance(factor, torch.Tensor) and factor.dim() != 0:
-        raise ValueError(
-            f"pn.tree.scale: factor must be a number or a 0-d tensor, got shape {tuple(factor.shape)}"
+    if isinstance(factor, torch.Tensor):
+        if factor.dim() != 0:
+            raise ValueError(
+                "pn.tree.scale: factor must be a number or a 0-d tensor, got shape "
+                f"{tuple(factor.shape)}"
+            )
+    elif not isinstance(factor, Number):
+        raise TypeError(
+            f"pn.tree.scale: factor must be a number or a 0-d tensor, got a {type(factor).__name__}"
         )
     return _treeutil.tree_map(lambda leaf: leaf * factor, tree)
 
