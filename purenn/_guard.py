@@ -9,6 +9,7 @@ import torch
 
 from ._config import config
 from ._errors import MutatedError
+from ._treeutil import flatten_with_paths
 
 __all__ = ["check_unmodified", "debug_check", "record_versions"]
 
@@ -77,12 +78,27 @@ def _check(node: Any, prefix: str) -> None:
             now = _version(child)
             if now is not None and now != recorded[i]:
                 raise MutatedError(
-                    f"{path} was modified in place after it was put in its tree "
+                    f"{path}{_packed_leaves(node, i, prefix)} was modified in place after it was "
+                    "put in its tree "
                     f"(version counter {recorded[i]} -> {now}). purenn trees are immutable: "
                     "build a new tree (pn.tree.set, pn.tree.map) instead of writing into a leaf, "
                     "or pass a copy (pn.tree.map(torch.clone, tree)) to code that writes in place."
                 )
         _check(child, path)
+
+
+def _packed_leaves(node: Any, group: int, prefix: str) -> str:
+    """For a packed Params' buffer: which leaves it holds (one version counter serves them all)."""
+    packed = getattr(node, "_packed", None)
+    if packed is None:
+        return ""
+    held = [
+        f"{prefix}.{path}"
+        for path, slot in zip(flatten_with_paths(node)[0], packed.layout.slots, strict=True)
+        if slot.group == group
+    ]
+    shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+    return f" (the flat buffer of {shown}: one of these leaves)"
 
 
 def debug_check(**trees: Any) -> None:
