@@ -239,7 +239,9 @@ class _Sensitivity:
 
 
 def _max_gap(y: torch.Tensor, reference: torch.Tensor) -> float:
-    """Largest |y - reference|; a NaN or infinity where `reference` has none counts as infinite."""
+    """Largest |y - reference| (0 for empty tensors); a NaN or infinity where `reference` has none counts as infinite."""
+    if y.numel() == 0:
+        return 0.0
     agree = (torch.isnan(y) & torch.isnan(reference)) | (torch.isinf(reference) & (y == reference))
     gap = (y - reference).abs().masked_fill(agree, 0.0)
     return float(torch.nan_to_num(gap, nan=math.inf).max())
