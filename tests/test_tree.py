@@ -269,3 +269,24 @@ def test_global_norm_names_an_integer_leaf():
     assert torch.allclose(
         pn.tree.global_norm(state.exp_avg), torch.tensor(0.0)
     )  # its float part is fine
+
+
+def test_set_keeps_a_state_leafs_shape_dtype_and_device():
+    params = pn.Params({"w": torch.ones(3)})
+    state = pn.optim.adam(0.1).init(params)
+    with pytest.raises(
+        pn.ShapeError,
+        match=r"state leaf 'hyperparams\.lr' is \(\) torch\.float64 on cpu, got \(3,\)",
+    ):
+        pn.tree.set(state, "hyperparams.lr", torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64))
+    with pytest.raises(pn.ShapeError, match=r"got \(\) torch\.float32 on cpu"):
+        pn.tree.set(state, "hyperparams.lr", torch.tensor(0.1))
+    with pytest.raises(TypeError, match=r"state leaf 'hyperparams\.lr' is a tensor .* got a str"):
+        pn.tree.set(state, "hyperparams.lr", "0.1")
+    with pytest.raises(pn.ShapeError, match=r"state leaf 'exp_avg\.w' is \(3,\)"):
+        pn.tree.set(state, "exp_avg.w", torch.zeros(4))
+    # A number becomes a tensor like the leaf it replaces.
+    lr = pn.tree.set(state, "hyperparams.lr", 0.01).hyperparams["lr"]
+    assert lr.dtype == torch.float64 and lr.shape == () and float(lr) == 0.01
+    # Outside a state, set replaces leaves freely.
+    assert pn.tree.set(params, "w", torch.zeros(5))["w"].shape == (5,)

@@ -9,6 +9,7 @@ import attrs
 import torch
 
 from .. import _treeutil
+from .._errors import ShapeError
 from .._params import Params
 from .._treeutil import PyTreeSpec
 
@@ -99,9 +100,33 @@ def set_leaf(tree: Any, path: str, value: Any) -> Any:
     return _set(tree, path.split("."), value, path, 0, in_state=False)
 
 
+def _state_leaf(old: Any, value: Any, path: str) -> Any:
+    """`value` for a state's tensor leaf `old`: a number becomes a tensor like `old`; a tensor must match it.
+
+    A state's leaves keep their shape and dtype: a 3-element "lr" would silently become
+    per-element rates, a float32 one would change the compiled step's inputs.
+    """
+    if not isinstance(old, torch.Tensor):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and old.dim() == 0:
+        return torch.tensor(value, dtype=old.dtype, device=old.device)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"pn.tree.set: state leaf {path!r} is a tensor ({tuple(old.shape)}, {old.dtype}); "
+            f"got a {type(value).__name__}"
+        )
+    if (value.shape, value.dtype, value.device) != (old.shape, old.dtype, old.device):
+        raise ShapeError(
+            f"pn.tree.set: state leaf {path!r} is {tuple(old.shape)} {old.dtype} on {old.device}, "
+            f"got {tuple(value.shape)} {value.dtype} on {value.device}; a state keeps each leaf's "
+            f"shape, dtype and device (e.g. torch.tensor(1e-4, dtype={old.dtype}))"
+        )
+    return value
+
+
 def _set(node: Any, parts: list[str], value: Any, path: str, depth: int, in_state: bool) -> Any:
     if depth == len(parts):
-        return value
+        return _state_leaf(node, value, path) if in_state else value
     part = parts[depth]
     where = ".".join(parts[:depth]) or "the root"
     if isinstance(node, Params):
