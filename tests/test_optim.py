@@ -855,3 +855,135 @@ def test_a_rule_unpacks_like_a_pair():
     params = pn.Params({"w": torch.ones(2)})
     updates, _ = update(pn.Params({"w": torch.ones(2)}), init(params), params)
     assert torch.equal(updates["w"], torch.full((2,), -0.1))
+
+
+COMPLEX_TWINS = [
+    (pn.optim.sgd, torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.1}),
+    (pn.optim.adam, torch.optim.Adam, {"lr": 0.1, "amsgrad": True, "weight_decay": 0.1}),
+    (pn.optim.adamw, torch.optim.AdamW, {"lr": 0.1}),
+    (pn.optim.rmsprop, torch.optim.RMSprop, {"lr": 0.01, "centered": True, "momentum": 0.5}),
+    (pn.optim.adagrad, torch.optim.Adagrad, {"lr": 0.1}),
+    (pn.optim.adamax, torch.optim.Adamax, {"lr": 0.1}),
+    (pn.optim.nadam, torch.optim.NAdam, {"lr": 0.1}),
+    (pn.optim.radam, torch.optim.RAdam, {"lr": 0.1}),
+    (pn.optim.adadelta, torch.optim.Adadelta, {"lr": 1.0}),
+]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["per_leaf", "packed"])
+@pytest.mark.parametrize(
+    ("ours", "twin", "kwargs"), COMPLEX_TWINS, ids=[f"{r.__name__}" for r, _, _ in COMPLEX_TWINS]
+)
+def test_complex_params_update_as_torch_optim_does(ours, twin, kwargs, packed):
+    # torch.optim treats a complex param as pairs of reals (view_as_real); so must the rules.
+    gen = torch.Generator().manual_seed(0)
+
+    def draw(*shape):
+        return torch.randn(shape, dtype=torch.complex128, generator=gen)
+
+    start = {"w": draw(3, 2), "s": draw()}
+    params = pn.Params({k: v.clone() for k, v in start.items()})
+    params = pn.tree.pack(params) if packed else params
+    opt = ours(**kwargs)
+    state = opt.init(params)
+    tensors = [torch.nn.Parameter(v.clone()) for v in start.values()]
+    reference = twin(tensors, **kwargs)
+    for _ in range(4):
+        grads = {"w": draw(3, 2), "s": draw()}
+        given_grads = pn.Params(grads)
+        params, state = pn.step(
+            opt, params, pn.tree.pack(given_grads) if packed else given_grads, state
+        )
+        for p, g in zip(tensors, grads.values(), strict=True):
+            p.grad = g.clone()
+        reference.step()
+    for p, name in zip(tensors, start, strict=True):
+        assert params[name].dtype == torch.complex128
+        torch.testing.assert_close(params[name], p.detach(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("rule", [pn.optim.lion(0.1), pn.optim.lamb(0.1), pn.optim.adafactor()])
+def test_rules_without_complex_semantics_refuse_complex_params(rule):
+    params = pn.Params({"ok": torch.ones(2), "z": torch.ones(2, 2, dtype=torch.complex64)})
+    with pytest.raises(
+        TypeError, match=r"param 'z' has dtype torch\.complex64; \w+ does not support complex"
+    ):
+        rule.init(params)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        pn.optim.adamw(0.1),
+        pn.optim.sgd(0.1, momentum=0.9),
+        pn.optim.lion(0.1, weight_decay=0.1),
+        pn.optim.lamb(0.1),
+    ],
+    ids=["adamw", "sgd", "lion", "lamb"],
+)
+def test_params_that_do_not_fit_the_state_are_named_not_broadcast(rule):
+    grads = pn.Params({"w": torch.ones(2)})
+    state = rule.init(grads)
+    with pytest.raises(
+        pn.ShapeError, match=r"params 'w' has shape \(2, 1\) but its optimizer state has \(2,\)"
+    ):
+        rule.update(grads, state, pn.Params({"w": torch.ones(2, 1)}))
+    with pytest.raises(
+        pn.ShapeError,
+        match=r"params 'w' has dtype torch\.float64 but its optimizer state has torch\.float32",
+    ):
+        rule.update(grads, state, pn.Params({"w": torch.ones(2, dtype=torch.float64)}))
+
+
+def test_a_term_the_rule_was_built_without_cannot_be_switched_on_through_the_state():
+    params = grads = pn.Params({"w": torch.ones(3)})
+    f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    for rule, name in (
+        (pn.optim.adam(0.1), "weight_decay"),
+        (pn.optim.lion(0.1), "weight_decay"),
+        (pn.optim.sgd(0.1), "momentum"),
+        (pn.optim.rmsprop(0.1), "momentum"),
+    ):
+        state = pn.tree.set(rule.init(params), f"hyperparams.{name}", f64(0.5))
+        with pytest.raises(
+            pn.StateError, match=rf"built with {name}=0, which leaves that term out"
+        ):
+            rule.update(grads, state, params)
+    # Built with the term, it can go to 0 and back.
+    rule = pn.optim.adamw(0.1, weight_decay=0.1)
+    state = pn.tree.set(rule.init(params), "hyperparams.weight_decay", f64(0.0))
+    state = pn.tree.set(rule.update(grads, state, params)[1], "hyperparams.weight_decay", f64(0.5))
+    rule.update(grads, state, params)
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "name"),
+    [
+        (pn.optim.sgd, {"lr": 0.1}, "weight_decay"),
+        (pn.optim.sgd, {"lr": 0.1}, "momentum"),
+        (pn.optim.lion, {"lr": 0.1}, "weight_decay"),
+        (pn.optim.rmsprop, {"lr": 0.01}, "momentum"),
+    ],
+)
+def test_inject_hyperparams_keeps_a_zero_term_settable_and_exact(factory, kwargs, name):
+    params = problem(torch.float64)
+    opt = pn.optim.inject_hyperparams(factory)(**kwargs, **{name: 0.0})
+    plain = factory(**kwargs, **{name: 0.0})
+    state, plain_state = opt.init(params), plain.init(params)
+    ours, theirs = params, params
+    for t in range(3):
+        grads = pn.tree.map(lambda p, t=t: gradient(p, t), params)
+        ours, state = pn.step(opt, ours, grads, state)
+        theirs, plain_state = pn.step(plain, theirs, grads, plain_state)
+    # At 0 the kept term adds nothing (RMSprop's buffer reorders a product: one rounding).
+    pn.testing.assert_tree_close(ours, theirs, rtol=1e-15, atol=1e-16)
+    state = pn.tree.set(state, f"hyperparams.{name}", torch.tensor(0.5, dtype=torch.float64))
+    grads = pn.tree.map(lambda p: gradient(p, 3), params)
+    switched = factory(**kwargs, **{name: 0.5})
+    ours, _ = pn.step(opt, ours, grads, state)
+    assert not pn.tree.allclose(ours, pn.step(plain, theirs, grads, plain_state)[0])
+    if name == "weight_decay":  # the step equals one of a rule built with 0.5, from the same state
+        expected, _ = pn.step(
+            switched, theirs, grads, pn.tree.set(plain_state, f"hyperparams.{name}", 0.5)
+        )
+        pn.testing.assert_tree_close(ours, expected, rtol=1e-12, atol=1e-15)

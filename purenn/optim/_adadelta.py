@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_settings, check_state
+from ._checks import check_left_out, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -104,6 +104,7 @@ def adadelta(
         check_state("adadelta", state, AdadeltaState)
         check_settings("adadelta", state, maximize=maximize)
         check_update_args("adadelta", grads, state, params, state.square_avg)
+        check_left_out("adadelta", state, weight_decay=weight_decay)
         if weight_decay != 0:
             require_params("adadelta", params)
         h = state.hyperparams

@@ -14,7 +14,7 @@ from .._errors import TreeMismatchError
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_lr, check_settings, check_state, need_params
+from ._checks import check_left_out, check_lr, check_settings, check_state, need_params
 from ._common import (
     LearningRate,
     check_update_args,
@@ -177,7 +177,12 @@ def adafactor(
     eps1 = {} if eps[0] is None else {"eps1": eps[0]}
 
     def init(params: Any) -> AdafactorState:
-        paths, leaves, _ = float_leaves("adafactor", params)
+        paths, leaves, _ = float_leaves(
+            "adafactor",
+            params,
+            no_complex="its second moment factors into row and column means of real "
+            "matrices; torch.optim.Adafactor refuses them too",
+        )
         factored = [leaf.dim() > 1 for leaf in leaves]
         rows = [
             leaf.new_zeros((*leaf.shape[:-1], 1)) if f else leaf
@@ -210,6 +215,7 @@ def adafactor(
         check_settings("adafactor", state, maximize=maximize)
         need_params("adafactor", params, "for the relative step size")
         check_update_args("adafactor", grads, state, params, params)
+        check_left_out("adafactor", state, weight_decay=weight_decay)
         paths, g_leaves, spec = _treeutil.flatten_with_paths(grads)
         h = state.hyperparams
         count = state.count + 1

@@ -13,7 +13,7 @@ from .. import _treeutil
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_settings, check_state
+from ._checks import check_left_out, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -108,6 +108,7 @@ def adagrad(
         check_state("adagrad", state, AdagradState)
         check_settings("adagrad", state, maximize=maximize)
         check_update_args("adagrad", grads, state, params, state.sum)
+        check_left_out("adagrad", state, weight_decay=weight_decay)
         if weight_decay != 0:
             require_params("adagrad", params)
         h = state.hyperparams

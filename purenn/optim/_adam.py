@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_settings, check_state
+from ._checks import check_left_out, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -43,7 +43,9 @@ class AdamState:
     `pn.tree.set(state, "hyperparams.lr", torch.tensor(1e-4, dtype=torch.float64))`
     (no recompilation under `pn.jit`). Whether weight decay is applied at all is
     fixed by the value the rule was built with: a rule built with
-    `weight_decay=0` skips that work, so setting it later has no effect.
+    `weight_decay=0` skips that work, and its update raises `pn.StateError` on a
+    state whose weight decay was set non-zero (use `pn.optim.inject_hyperparams`
+    to build it switchable).
     """
 
     count: torch.Tensor
@@ -124,6 +126,7 @@ def _adam(
             name, state, amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled
         )
         check_update_args(name, grads, state, params, state.exp_avg)
+        check_left_out(name, state, weight_decay=weight_decay)
         if weight_decay != 0:
             require_params(name, params)
         h = state.hyperparams

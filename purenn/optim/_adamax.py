@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_betas, check_settings, check_state
+from ._checks import check_betas, check_left_out, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -108,6 +108,7 @@ def adamax(
         check_state("adamax", state, AdamaxState)
         check_settings("adamax", state, maximize=maximize)
         check_update_args("adamax", grads, state, params, state.exp_avg)
+        check_left_out("adamax", state, weight_decay=weight_decay)
         if weight_decay != 0:
             require_params("adamax", params)
         h = state.hyperparams

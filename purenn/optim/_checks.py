@@ -10,7 +10,15 @@ from .._errors import StateError, TreeMismatchError
 from ._base import GradientTransformation
 from ._common import LearningRate, validate_lr
 
-__all__ = ["check_betas", "check_lr", "check_rule", "check_settings", "check_state", "need_params"]
+__all__ = [
+    "check_betas",
+    "check_left_out",
+    "check_lr",
+    "check_rule",
+    "check_settings",
+    "check_state",
+    "need_params",
+]
 
 
 def check_lr(lr: LearningRate, negative: str) -> None:
@@ -63,6 +71,33 @@ def check_settings(rule: str, state: Any, **wanted: Any) -> None:
             raise StateError(
                 f"{rule}: the state was made with {name}={made}, but this rule has "
                 f"{name}={value}: pass the state that this rule's init(params) returned"
+            )
+
+
+def check_left_out(rule: str, state: Any, **built: float) -> None:
+    """Reject a state whose hyperparameter asks for a term this rule was built without.
+
+    A rule built with `weight_decay=0` (or `momentum=0`) leaves that term out of its
+    update, so a non-zero value set later in `state.hyperparams` would be silently
+    ignored. Checked eagerly only: under torch.compile the value is a graph input, and
+    reading it would break the graph. Hyperparameters off the CPU are not read either
+    (that would synchronise with the device every step).
+    """
+    if torch.compiler.is_compiling():
+        return
+    for name, value in built.items():
+        current = state.hyperparams.get(name) if value == 0 else None
+        if (
+            isinstance(current, torch.Tensor)
+            and current.device.type == "cpu"
+            and current.numel() == 1
+            and float(current) != 0
+        ):
+            raise StateError(
+                f"{rule}: the rule was built with {name}=0, which leaves that term out of its "
+                f"update, but the state's hyperparams[{name!r}] is {float(current):g} and would be "
+                f"ignored. Build the rule with a non-zero {name}, or with "
+                f"pn.optim.inject_hyperparams({rule})({name}=0.0, ...) to change it in training."
             )
 
 

@@ -69,8 +69,14 @@ def initial_lr(lr: LearningRate) -> float:
     return float(lr)
 
 
-def float_leaves(rule: str, params: Any) -> tuple[list[str], list[torch.Tensor], PyTreeSpec]:
-    """Paths, leaves and structure of `params`, rejecting non-tensor and non-float leaves."""
+def float_leaves(
+    rule: str, params: Any, *, no_complex: str | None = None
+) -> tuple[list[str], list[torch.Tensor], PyTreeSpec]:
+    """Paths, leaves and structure of `params`, rejecting non-tensor and non-float leaves.
+
+    Complex leaves are floating-point (elementwise rules run them as real pairs, as
+    torch.optim does); a rule that cannot passes `no_complex`, the reason it says.
+    """
     paths, leaves, spec = _treeutil.flatten_with_paths(params)
     for path, leaf in zip(paths, leaves, strict=True):
         if not isinstance(leaf, torch.Tensor):
@@ -79,6 +85,11 @@ def float_leaves(rule: str, params: Any) -> tuple[list[str], list[torch.Tensor],
             raise TypeError(
                 f"{rule}: param '{path}' has dtype {leaf.dtype}; update rules need floating-point "
                 "params (leave integer tensors out of the trained tree)"
+            )
+        if no_complex is not None and leaf.is_complex():
+            raise TypeError(
+                f"{rule}: param '{path}' has dtype {leaf.dtype}; {rule} does not support "
+                f"complex parameters ({no_complex})"
             )
     return paths, leaves, spec
 
@@ -119,9 +130,22 @@ def check_update_args(rule: str, grads: Any, state: Any, params: Any, like: Any)
         for path, p, ref in zip(
             paths, _treeutil.flatten(params)[0], _treeutil.flatten(like)[0], strict=True
         ):
-            if isinstance(p, torch.Tensor) and p.device != ref.device:
+            if not isinstance(p, torch.Tensor):
+                continue
+            # Elementwise rules would broadcast a (2, 1) param against (2,) moments.
+            if p.shape != ref.shape:
+                raise ShapeError(
+                    f"{rule}: params '{path}' has shape {tuple(p.shape)} but its optimizer state "
+                    f"has {tuple(ref.shape)}"
+                )
+            if p.device != ref.device:
                 raise ShapeError(
                     f"{rule}: params '{path}' is on {p.device} but its optimizer state is on {ref.device}"
+                )
+            if p.dtype != ref.dtype:
+                raise ShapeError(
+                    f"{rule}: params '{path}' has dtype {p.dtype} but its optimizer state has "
+                    f"{ref.dtype}"
                 )
 
 

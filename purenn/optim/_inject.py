@@ -21,6 +21,11 @@ _SPLIT = {"betas": ("beta1", "beta2")}
 # A schedule that starts at 0 is built as this, so that a rule that decides at construction
 # whether a term exists (weight decay, momentum) keeps it; the state then holds the real value.
 _SWITCHED_ON = 1e-30
+# Numbers that switch a term off when 0, so that a 0 is built as _SWITCHED_ON too and stays
+# settable. A term at 0 computes what its absence does (g + 0 * p is g; SGD's buffer with
+# momentum 0 is g; RMSprop's differs by a rounding), except SGD's dampening, which torch
+# ignores without momentum: a momentum of 0 with dampening is built as it is.
+_OFF_WHEN_ZERO = ("weight_decay", "momentum")
 
 
 @node
@@ -66,9 +71,10 @@ def inject_hyperparams(
     `pn.tree.set(state, "hyperparams.<name>", ...)` can change; `betas` splits into
     `beta1` and `beta2`. This works for rules that keep their hyperparameters in
     `state.hyperparams` (every `pn.optim` rule and combinator); numbers that a rule
-    does not keep there stay fixed. A schedule whose value at count 0 is 0 is built
-    as a tiny positive value, so that a weight decay or momentum warming up from 0
-    is not switched off for good.
+    does not keep there stay fixed. A schedule whose value at count 0 is 0, and a
+    `weight_decay` or `momentum` of 0, is built as a tiny positive value, so that the
+    rule keeps the term and a later value takes effect (a term at 0 computes what its
+    absence would, to rounding).
 
     Args:
         factory: a function returning a GradientTransformation (e.g. `pn.optim.adamw`).
@@ -99,6 +105,7 @@ def inject_hyperparams(
         bound.apply_defaults()
         injected: dict[str, Any] = {}  # state key -> number or schedule
         construct: dict[str, Any] = dict(bound.arguments)
+        switched: list[str] = []  # numbers at 0 that the rule is built with as _SWITCHED_ON
         zero = torch.zeros((), dtype=torch.int64)
         for name, value in bound.arguments.items():
             if name in static:
@@ -112,6 +119,15 @@ def inject_hyperparams(
             elif _is_number(value) or callable(value):
                 injected[name] = value
                 construct[name] = _start(value, zero)
+                if value == 0 and name in _OFF_WHEN_ZERO:
+                    switched.append(name)
+        if "momentum" in switched and construct.get("dampening", 0) != 0:
+            switched.remove("momentum")
+        if switched:
+            factory(
+                **construct
+            )  # the factory's own checks of the real zeros (nesterov needs momentum)
+            construct.update(dict.fromkeys(switched, _SWITCHED_ON))
         rule = factory(**construct)
         check_rule(
             f"inject_hyperparams({getattr(factory, '__name__', factory)})", rule, "its result"

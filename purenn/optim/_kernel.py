@@ -36,7 +36,8 @@ def leafwise(
     float32 otherwise), as an n-d tensor computes with a 0-d one anyway; a 0-d leaf
     runs as a 1-element view, so that, as for n-d leaves and torch.optim's Python
     floats, a scalar neither promotes it nor loses precision to its dtype. Outputs are
-    cast back to the first tree's leaf dtype.
+    cast back to the first tree's leaf dtype. A complex leaf (or flat buffer) runs as
+    real pairs (`torch.view_as_real`), as torch.optim's rules treat complex params.
     """
     aligned = align(trees)
     if aligned is not None:
@@ -56,7 +57,9 @@ def leafwise(
         if s is None:
             s = cast[cache_key] = _cast(scalars, leaf)
         tensors = [col[i] if col is not None else None for col in columns]
-        if leaf.dim() == 0:
+        if leaf.is_complex():
+            tensors = [_as_real(t) for t in tensors]
+        elif leaf.dim() == 0:
             # Two 0-d operands promote each other (a float32 scalar would turn a bfloat16 leaf
             # into float32); a 1-element view keeps the leaf's dtype with the scalar at full
             # precision, as torch.optim's Python floats do.
@@ -64,12 +67,25 @@ def leafwise(
         results = kernel(*tensors, s)
         for present, out, result in zip(outputs, results_by_output, results, strict=True):
             if present:
+                if leaf.is_complex():
+                    out.append(_as_complex(result, dtype))
+                    continue
                 result = result if result.dtype == dtype else result.to(dtype)
                 out.append(result.reshape(()) if leaf.dim() == 0 else result)
     return [
         _treeutil.unflatten(spec, out) if present else None
         for present, out in zip(outputs, results_by_output, strict=True)
     ]
+
+
+def _as_real(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A complex leaf as real pairs (shape `(..., 2)`), as torch.optim's rules see complex params."""
+    return None if t is None else torch.view_as_real(t)
+
+
+def _as_complex(result: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    real = torch.float64 if dtype == torch.complex128 else torch.float32
+    return torch.view_as_complex(result.to(real).contiguous())
 
 
 def _cast(scalars: Mapping[str, torch.Tensor | float], leaf: torch.Tensor) -> dict[str, Any]:
@@ -96,13 +112,20 @@ def _leafwise_packed(
     per_output: list[list[torch.Tensor]] = [[] for _ in outputs]
     for group, (dtype, _, _) in enumerate(layout.groups):
         first_buffer = next(b[group] for b in tree_buffers if b is not None)
+        complex_buffer = first_buffer.is_complex()
         results = kernel(
-            *(b[group] if b is not None else None for b in tree_buffers),
+            *(
+                (_as_real(b[group]) if complex_buffer else b[group]) if b is not None else None
+                for b in tree_buffers
+            ),
             _cast(scalars, first_buffer),
         )
         for present, out, result in zip(outputs, per_output, results, strict=True):
             if present:
-                out.append(result if result.dtype == dtype else result.to(dtype))
+                if complex_buffer:
+                    out.append(_as_complex(result, dtype))
+                else:
+                    out.append(result if result.dtype == dtype else result.to(dtype))
     return [
         Params._from_packed(Packed(layout, tuple(out))) if present else None
         for present, out in zip(outputs, per_output, strict=True)

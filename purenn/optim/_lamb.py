@@ -13,7 +13,7 @@ from .. import _treeutil
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_betas, check_settings, check_state, need_params
+from ._checks import check_betas, check_left_out, check_settings, check_state, need_params
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -102,7 +102,11 @@ def lamb(
     check_nonnegative("weight_decay", weight_decay)
 
     def init(params: Any) -> LambState:
-        float_leaves("lamb", params)
+        float_leaves(
+            "lamb",
+            params,
+            no_complex="torch.optim has no LAMB to define how complex params behave",
+        )
         return LambState(
             count=torch.zeros((), dtype=torch.int64),
             hyperparams=hyperparams(
@@ -121,6 +125,7 @@ def lamb(
         check_state("lamb", state, LambState)
         check_settings("lamb", state, maximize=maximize)
         check_update_args("lamb", grads, state, params, state.exp_avg)
+        check_left_out("lamb", state, weight_decay=weight_decay)
         need_params("lamb", params, "for the trust ratio")
         h = state.hyperparams
         count = state.count + 1

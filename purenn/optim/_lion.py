@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_betas, check_settings, check_state
+from ._checks import check_betas, check_left_out, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -89,7 +89,11 @@ def lion(
     check_nonnegative("weight_decay", weight_decay)
 
     def init(params: Any) -> LionState:
-        float_leaves("lion", params)
+        float_leaves(
+            "lion",
+            params,
+            no_complex="torch.optim has no Lion to define how complex params behave",
+        )
         return LionState(
             count=torch.zeros((), dtype=torch.int64),
             hyperparams=hyperparams(
@@ -103,6 +107,7 @@ def lion(
         check_state("lion", state, LionState)
         check_settings("lion", state, maximize=maximize)
         check_update_args("lion", grads, state, params, state.exp_avg)
+        check_left_out("lion", state, weight_decay=weight_decay)
         if weight_decay != 0:
             require_params("lion", params)
         h = state.hyperparams

@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_betas, check_settings, check_state
+from ._checks import check_betas, check_left_out, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -139,6 +139,7 @@ def nadam(
             "nadam", state, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize
         )
         check_update_args("nadam", grads, state, params, state.exp_avg)
+        check_left_out("nadam", state, weight_decay=weight_decay)
         if weight_decay != 0:
             require_params("nadam", params)
         h = state.hyperparams

@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_betas, check_settings, check_state
+from ._checks import check_betas, check_left_out, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -140,6 +140,7 @@ def radam(
             "radam", state, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize
         )
         check_update_args("radam", grads, state, params, state.exp_avg)
+        check_left_out("radam", state, weight_decay=weight_decay)
         if weight_decay != 0:
             require_params("radam", params)
         h = state.hyperparams

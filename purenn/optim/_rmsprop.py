@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_settings, check_state
+from ._checks import check_left_out, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -139,6 +139,7 @@ def rmsprop(
             "rmsprop", state, momentum=use_momentum, centered=centered, maximize=maximize
         )
         check_update_args("rmsprop", grads, state, params, state.square_avg)
+        check_left_out("rmsprop", state, weight_decay=weight_decay, momentum=momentum)
         if weight_decay != 0:
             require_params("rmsprop", params)
         h = state.hyperparams

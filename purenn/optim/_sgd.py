@@ -12,7 +12,7 @@ from torch import Tensor
 from .._node import node
 from .._params import Params
 from ._base import GradientTransformation
-from ._checks import check_settings, check_state
+from ._checks import check_left_out, check_settings, check_state
 from ._common import (
     LearningRate,
     check_nonnegative,
@@ -117,6 +117,7 @@ def sgd(
             else (params if params is not None else grads)
         )
         check_update_args("sgd", grads, state, params, like)
+        check_left_out("sgd", state, weight_decay=weight_decay, momentum=momentum)
         h = state.hyperparams
         step_lr = lr_value(lr, state.count, h["lr"])
         first = state.count == 0
