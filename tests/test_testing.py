@@ -550,6 +550,12 @@ def test_params_reach_scalars_empty_dims_mixed_dtypes_packing_and_zeros():
     )
 
 
+@pytest.mark.parametrize("dtypes", [(torch.int64,), (torch.float32, torch.bool), ()])
+def test_params_names_dtypes_it_cannot_draw(dtypes):
+    with pytest.raises(ValueError, match=r"strategies\.params: dtypes must be floating dtypes"):
+        find(S.params(dtypes=dtypes), lambda p: True)
+
+
 @given(p=S.params(scalars=False, empty=False, packed=True))
 def test_params_without_scalars_or_empty_dims_and_packed(p):
     assert all(x.dim() and x.numel() for x in pn.tree.leaves(p)) and p._packed is not None

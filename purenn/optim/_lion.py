@@ -71,7 +71,8 @@ def lion(
         update = -lr * (sign(c) + weight_decay * p)      (decoupled weight decay)
         m <- beta2 * m + (1 - beta2) * g
 
-    As `optax.lion` (same defaults except that `lr` has one), including `sign(NaN) = NaN`
+    As `optax.lion` (same defaults, except that `lr` has one and `weight_decay` is 0
+    where optax's is 1e-3), including `sign(NaN) = NaN`
     (torch.sign gives 0, which would freeze the element silently): every element moves by
     exactly `lr` (plus decay), so Lion wants a learning rate 3-10x smaller than AdamW's
     and a weight decay 3-10x larger. torch.optim has no Lion.

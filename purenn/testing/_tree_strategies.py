@@ -121,6 +121,12 @@ def params(
         ... def test_init_accepts_any_tree(params):
         ...     pn.optim.adam().init(params)
     """
+    bad = [d for d in dtypes if d not in FLOAT_DTYPES]
+    if bad or not dtypes:
+        raise ValueError(
+            f"strategies.params: dtypes must be floating dtypes among {list(FLOAT_DTYPES)}, got "
+            f"{bad or 'none'} (update rules take floating params only)"
+        )
     n = draw(st.integers(min_leaves, max_leaves))
     tree_dtype = draw(st.sampled_from(dtypes))
     root: dict[str, Any] = {}
