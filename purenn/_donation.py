@@ -13,7 +13,15 @@ from ._errors import dead_message, raise_if_dead
 from ._packed import Packed, layout_of, pack_leaves
 from ._params import Params
 
-__all__ = ["check_aliasing", "check_alive", "donation_is_safe", "nodes", "pack", "pack_large"]
+__all__ = [
+    "check_aliasing",
+    "check_alive",
+    "donation_is_safe",
+    "loose_tensor_paths",
+    "nodes",
+    "pack",
+    "pack_large",
+]
 
 
 def pack(tree: Any) -> Any:
@@ -157,6 +165,23 @@ def check_aliasing(
                     f"'{path}', which the call still reads while it writes the donated buffer. Pass a copy "
                     "of one of them, or do not donate it."
                 )
+
+
+def loose_tensor_paths(tree: Any, prefix: str) -> list[str]:
+    """Paths of the tensors in `tree` that no Params or state node holds.
+
+    Donation marks Params and state nodes dead; a bare tensor, or one in a plain
+    dict, list or tuple, cannot be marked, so a later use reads the new values.
+    """
+    if isinstance(tree, torch.Tensor):
+        return [prefix]
+    if getattr(type(tree), "_pn_flatten", None) is not None:
+        return []
+    if isinstance(tree, (tuple, list)):
+        return [p for i, c in enumerate(tree) for p in loose_tensor_paths(c, f"{prefix}[{i}]")]
+    if isinstance(tree, dict):
+        return [p for k, c in tree.items() for p in loose_tensor_paths(c, f"{prefix}[{k!r}]")]
+    return []
 
 
 def check_alive(tree: Any, where: str) -> None:

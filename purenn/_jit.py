@@ -12,7 +12,13 @@ import torch
 
 from . import _rebuild
 from ._config import config
-from ._donation import check_aliasing, check_alive, donation_is_safe, pack_large
+from ._donation import (
+    check_aliasing,
+    check_alive,
+    donation_is_safe,
+    loose_tensor_paths,
+    pack_large,
+)
 from ._donation import nodes as node_list
 from ._errors import DonatedError
 from ._guard import debug_check
@@ -137,6 +143,7 @@ class Jitted:
         key = (tuple(f[0] for f in flat), kw_flat[0], self._compiling())
         entry = self._cache.get(key)
         if entry is None:
+            self._warn_loose(args, donated)
             donated_positions, donated_paths, start = [], [], 0
             for i, f in enumerate(flat):
                 if i in donated:
@@ -183,6 +190,22 @@ class Jitted:
             for node in donated_nodes:
                 node._kill(message)
         return out
+
+    def _warn_loose(self, args: tuple[Any, ...], donated: set[int]) -> None:
+        """Warn (once per variant) about donated tensors that cannot be marked dead."""
+        for i in sorted(donated):
+            loose = loose_tensor_paths(args[i], self._arg(i))
+            if loose:
+                shown = ", ".join(loose[:3]) + (
+                    f" and {len(loose) - 3} more" if len(loose) > 3 else ""
+                )
+                warnings.warn(
+                    f"pn.jit({self._name}): donated {shown} is not inside a pn.Params or optimizer "
+                    "state, so it cannot be marked dead: its buffer is written, and a later use "
+                    "reads the new values instead of raising pn.DonatedError. Put such tensors in a "
+                    "pn.Params, or do not use them after the call.",
+                    stacklevel=4,
+                )
 
     def _check_donation(self, flat: list[Any], kw_flat: Any, donated: set[int]) -> None:
         donated_leaves = [

@@ -95,6 +95,20 @@ def test_donated_arguments_are_dead_after_the_call(compile):
     assert pn.tree.paths(new_params) == ["l0", "l1", "l2", "l3", "l4"]
 
 
+def test_donated_tensors_outside_purenn_trees_are_named_once_since_they_cannot_die():
+    fn = pn.jit(lambda a: {"w": a["w"] + 1}, donate_argnums=0, compile=False)
+    with pytest.warns(
+        UserWarning, match=r"donated argument 0 \(a\)\['w'\] is not inside a pn\.Params"
+    ):
+        out = fn({"w": torch.zeros(2)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fn(out)  # the same variant: warned once
+        params, grads = problem()
+        step = pn.jit(update, donate_argnums=(0, 1), compile=False)
+        step(params, OPT.init(params), grads)  # Params and states can be marked dead: no warning
+
+
 def test_passing_a_dead_tree_names_the_argument_of_the_new_call():
     step = pn.jit(update, donate_argnums=(0, 1), backend=CountingBackend())
     params, grads = problem()
@@ -129,6 +143,7 @@ def test_aliasing_is_refused_before_anything_runs():
     assert torch.equal(out["x"], torch.full((4,), 2.0))
 
 
+@pytest.mark.filterwarnings("ignore:.*cannot be marked dead:UserWarning")
 def test_calls_after_the_first_refuse_what_the_first_call_refuses():
     # Once a variant is built, calls take a faster path; it must keep every check.
     fn = pn.jit(lambda x, y: x * 2 + y, donate_argnums=0, backend=CountingBackend())
@@ -434,6 +449,7 @@ def test_every_rule_compiles_into_one_graph_and_matches_eager(make):
     pn.testing.assert_tree_close(got, expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore:.*cannot be marked dead:UserWarning")
 @pytest.mark.parametrize("compile", [True, False], ids=["compiled", "eager"])
 def test_a_donated_input_returned_unchanged_keeps_its_values(compile):
     # The new output of the same shape must not be written over the passed-through input.
@@ -470,6 +486,7 @@ def test_0d_float64_inputs_are_traced_once_and_stay_inputs():
     assert not torch.allclose(new_params["l0"], expected[0]["l0"], atol=0.1)
 
 
+@pytest.mark.filterwarnings("ignore:.*cannot be marked dead:UserWarning")
 @pytest.mark.parametrize("compile", [True, False])
 def test_0d_inputs_returned_unchanged_are_the_callers_tensors(compile):
     scale = torch.tensor(3.0, dtype=torch.float64)
@@ -494,6 +511,7 @@ def test_gradients_reach_0d_inputs_of_a_compiled_function():
     torch.testing.assert_close(lr.grad, 2 * lr.detach() * w.square().sum())
 
 
+@pytest.mark.filterwarnings("ignore:.*cannot be marked dead:UserWarning")
 def test_donate_argnums_may_be_passed_positionally():
     fn = pn.jit(lambda x: x * 2, (0,), compile=False)
     x = torch.ones(2)

@@ -65,6 +65,7 @@ def test_adafactor_keeps_a_nan_gradient_to_its_element_as_torch_does():
     )
 
 
+@pytest.mark.filterwarnings("ignore:.*cannot be marked dead:UserWarning")
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_jit_donation_of_an_input_that_is_also_returned(compile):
     def double_and_keep(x):
