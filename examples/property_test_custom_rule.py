@@ -33,9 +33,11 @@ def signum(lr: float = 1e-3, beta: float = 0.9) -> pn.optim.GradientTransformati
     return pn.optim.GradientTransformation(init, update)
 
 
-# The property tests: a dozen lines. Scale invariance needs gradients far from underflow.
+# The property tests: a dozen lines. Scale invariance needs momenta far from underflow: gradients
+# of normal size, and beta 0 or not tiny (in float32, 1e-40 * 1.5 rounds to a subnormal but
+# 1e-40 * 0.4 to 0, so scaling the gradients would flip sign(m) from 1 to 0).
 problems = S.problems(steps=3, packed=None, grad_magnitudes=("normal", "sparse", "zero"))
-hyper = {"lr": st.floats(1e-5, 1.0), "beta": st.floats(0.0, 0.99)}
+hyper = {"lr": st.floats(1e-5, 1.0), "beta": st.just(0.0) | st.floats(1e-3, 0.99)}
 
 
 @settings(max_examples=30, deadline=None, database=None)
