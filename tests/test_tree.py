@@ -285,6 +285,11 @@ def test_set_keeps_a_state_leafs_shape_dtype_and_device():
         pn.tree.set(state, "hyperparams.lr", "0.1")
     with pytest.raises(pn.ShapeError, match=r"state leaf 'exp_avg\.w' is \(3,\)"):
         pn.tree.set(state, "exp_avg.w", torch.zeros(4))
+    with pytest.raises(
+        TypeError, match=r"state leaf 'count' is torch\.int64; 0\.5 is not an integer"
+    ):
+        pn.tree.set(state, "count", 0.5)
+    assert pn.tree.set(state, "count", 7).count.dtype == torch.int64
     # A number becomes a tensor like the leaf it replaces.
     lr = pn.tree.set(state, "hyperparams.lr", 0.01).hyperparams["lr"]
     assert lr.dtype == torch.float64 and lr.shape == () and float(lr) == 0.01

@@ -124,9 +124,8 @@ def inject_hyperparams(
         if "momentum" in switched and construct.get("dampening", 0) != 0:
             switched.remove("momentum")
         if switched:
-            factory(
-                **construct
-            )  # the factory's own checks of the real zeros (nesterov needs momentum)
+            # The factory's own checks see the real zeros (nesterov needs a momentum).
+            factory(**construct)
             construct.update(dict.fromkeys(switched, _SWITCHED_ON))
         rule = factory(**construct)
         check_rule(
