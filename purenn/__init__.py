@@ -32,3 +32,13 @@ from ._step import step as step
 from .nn import from_torch as from_torch
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # purenn.testing needs hypothesis (the test extra), so it is imported on first use:
+    # `pn.testing.check_pure(...)` works after a plain `import purenn as pn`.
+    if name == "testing":
+        import importlib
+
+        return importlib.import_module(".testing", __name__)
+    raise AttributeError(f"module 'purenn' has no attribute {name!r}")

@@ -498,7 +498,9 @@ def test_chain_of_one_equals_the_rule_and_chains_associate():
         TypeError, match="chain: rule 1 must be a GradientTransformation, got function"
     ):
         pn.optim.chain(a, lambda g: g)
-    with pytest.raises(TypeError, match="state must be the tuple from its init, got a tuple of 1"):
+    with pytest.raises(
+        pn.StateError, match="state must be the tuple from its init, got a tuple of 1"
+    ):
         pn.optim.chain(a, b).update(params, (a.init(params),), params)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -718,3 +720,18 @@ def test_the_example_property_tests_run():
     assert len(tests) >= 3
     for test in tests:
         test()
+
+
+def test_pn_testing_is_reachable_after_a_plain_import_without_loading_hypothesis_first():
+    # Outside pytest (no plugin), `import purenn` must not import hypothesis, and the
+    # docstrings' `pn.testing.check_pure(...)` must still work.
+    code = (
+        "import sys, purenn as pn\n"
+        "assert 'hypothesis' not in sys.modules\n"
+        "assert pn.testing.check_pure is pn.testing._purity.check_pure\n"
+        "try:\n    pn.no_such_name\nexcept AttributeError as e:\n    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert "no attribute 'no_such_name'" in out.stdout

@@ -155,6 +155,8 @@ def adafactor(
         lr: learning rate (caps the relative step size rho_t), or a schedule `count -> lr`.
 
     Example:
+        >>> params = pn.nn.sequential(pn.nn.linear(4, 8), pn.nn.linear(8, 2)).init(pn.random.key(0))
+        >>> grads = pn.tree.zeros_like(params)
         >>> opt = pn.optim.adafactor(1e-2)
         >>> state = opt.init(params)
         >>> params, state = pn.step(opt, params, grads, state)

@@ -64,6 +64,7 @@ def apply_if_finite(
 
     Example:
         >>> opt = pn.optim.apply_if_finite(pn.optim.adam(1e-3), max_consecutive_errors=5)
+        >>> state = opt.init(params)
         >>> params, state = pn.step(opt, params, grads, state)
         >>> int(state.total_notfinite)  # how many updates were skipped so far
         0

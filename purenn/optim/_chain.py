@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._errors import StateError
 from ._base import GradientTransformation
 
 __all__ = ["chain"]
@@ -31,7 +32,7 @@ def chain(*rules: GradientTransformation) -> GradientTransformation:
     ) -> tuple[Any, tuple[Any, ...]]:
         if not isinstance(state, tuple) or len(state) != len(rules):
             got = f"a tuple of {len(state)}" if isinstance(state, tuple) else type(state).__name__
-            raise TypeError(
+            raise StateError(
                 f"chain of {len(rules)} rules: state must be the tuple from its init, got {got}"
             )
         new_states = []
