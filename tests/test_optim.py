@@ -989,3 +989,22 @@ def test_inject_hyperparams_keeps_a_zero_term_settable_and_exact(factory, kwargs
             switched, theirs, grads, pn.tree.set(plain_state, f"hyperparams.{name}", 0.5)
         )
         pn.testing.assert_tree_close(ours, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [pn.optim.sgd(0.1), pn.optim.adam(0.1), pn.optim.lion(0.1), pn.optim.rmsprop(0.01)],
+    ids=["sgd", "adam", "lion", "rmsprop"],
+)
+def test_an_eager_step_vmaps_over_an_ensemble_of_states(rule):
+    # The check that a left-out term stays at 0 must not read vmapped hyperparameters.
+    members = [problem(torch.float64, seed=s) for s in range(3)]
+    params = pn.tree.stack(members)
+    states = pn.tree.stack([rule.init(m) for m in members])
+    grads = pn.tree.map(lambda p: gradient(p, 0), params)
+    new, _ = torch.func.vmap(lambda p, g, s: pn.step(rule, p, g, s))(params, grads, states)
+    for i, member in enumerate(members):
+        alone, _ = pn.step(
+            rule, member, pn.tree.map(lambda p: gradient(p, 0), member), rule.init(member)
+        )
+        pn.testing.assert_tree_close(pn.tree.unstack(new)[i], alone, rtol=1e-12, atol=1e-14)

@@ -80,8 +80,9 @@ def check_left_out(rule: str, state: Any, **built: float) -> None:
     A rule built with `weight_decay=0` (or `momentum=0`) leaves that term out of its
     update, so a non-zero value set later in `state.hyperparams` would be silently
     ignored. Checked eagerly only: under torch.compile the value is a graph input, and
-    reading it would break the graph. Hyperparameters off the CPU are not read either
-    (that would synchronise with the device every step).
+    reading it would break the graph; under torch.func transforms it is not a number.
+    Hyperparameters off the CPU are not read either (that would synchronise with the
+    device every step).
     """
     if torch.compiler.is_compiling():
         return
@@ -91,6 +92,9 @@ def check_left_out(rule: str, state: Any, **built: float) -> None:
             isinstance(current, torch.Tensor)
             and current.device.type == "cpu"
             and current.numel() == 1
+            # Under torch.func.vmap (a stacked ensemble's states) or grad the value is a
+            # wrapper that cannot be read as a number.
+            and not torch._C._functorch.is_functorch_wrapped_tensor(current)
             and float(current) != 0
         ):
             raise StateError(
