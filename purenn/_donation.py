@@ -122,6 +122,8 @@ def donation_is_safe(
             return False
         if t.numel() == 0:
             continue
+        if t.numel() > 1 and 0 in t.stride():
+            return False  # maybe self-overlapping: check_aliasing decides
         storage = t.untyped_storage().data_ptr()
         if storage in storages:
             return False
@@ -143,6 +145,16 @@ def check_aliasing(
     Writing results into a buffer that another input still reads (or that is
     written twice) would silently corrupt the call; JAX hangs here, purenn refuses.
     """
+    for path, t in donated:
+        # A stride-0 dimension (expand, vmap's stacked 0-d state) puts several elements at
+        # one address: a result cannot be written into it.
+        if any(stride == 0 and size > 1 for stride, size in zip(t.stride(), t.shape, strict=True)):
+            raise ValueError(
+                f"{fn_name}: donated input '{path}' of shape {tuple(t.shape)} has stride 0 in "
+                f"some dimension (strides {t.stride()}), so several of its elements share one "
+                "address and no result can be written into it. Donate a copy (.clone()), or "
+                "do not donate it."
+            )
     extents = [(path, t, _extent(t)) for path, t in donated if t.numel() > 0]
     by_storage: dict[int, list[tuple[str, int, int]]] = {}
     for path, _, (storage, start, end) in extents:

@@ -7,6 +7,7 @@ it with ordinary Python inside.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -175,7 +176,17 @@ def _flatten(
             f"pn.jit: leaf '{prefix}' is a {type(tree).__name__}, neither a tensor nor hashable; non-tensor "
             "leaves are compiled in as constants and must be hashable"
         ) from None
-    return ("static", tree)
+    return ("static", tree, _static_key(tree))
+
+
+def _static_key(value: Any) -> tuple[Any, ...]:
+    """What, beyond `==`, tells two static leaves apart in pn.jit's cache key.
+
+    `1 == 1.0 == True` and `0.0 == -0.0`, but a function compiled for one can give
+    another result for the other (`torch.tensor(k)`'s dtype, `1 / k`'s sign).
+    """
+    sign = math.copysign(1.0, value) if type(value) is float else None
+    return (type(value), sign)
 
 
 def input_positions(descs: tuple[Any, ...]) -> tuple[int, tuple[int, ...]]:

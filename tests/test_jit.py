@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import attrs
@@ -517,3 +518,27 @@ def test_donate_argnums_may_be_passed_positionally():
     x = torch.ones(2)
     ptr = x.data_ptr()
     assert fn(x).data_ptr() == ptr and fn.donate_argnums == (0,)
+
+
+def test_a_self_overlapping_donated_tensor_is_refused_by_path():
+    # vmap(opt.init) stacks a rule's 0-d count and hyperparameters as stride-0 expands.
+    opt = pn.optim.adam(0.1)
+    ensemble = pn.tree.stack([pn.Params({"w": torch.ones(2)}) for _ in range(3)])
+    states = torch.func.vmap(opt.init)(ensemble)
+    step = pn.jit(lambda p, s: pn.step(opt, p, p, s), donate_argnums=(0, 1), compile=False)
+    with pytest.raises(
+        ValueError, match=r"donated input 'argument 1 \(s\)\.count' of shape \(3,\) has stride 0"
+    ):
+        step(ensemble, states)
+    assert torch.equal(pn.tree.leaves(ensemble)[0], torch.ones(3, 2))  # nothing was written
+    pn.tree.leaves(states)  # and the refused arguments are still alive
+
+
+@pytest.mark.parametrize("compile", [True, False], ids=["compiled", "eager"])
+def test_static_arguments_that_compare_equal_but_differ_get_their_own_variant(compile):
+    options = {"backend": CountingBackend()} if compile else {"compile": False}
+    as_tensor = pn.jit(lambda k: torch.tensor(k), **options)
+    assert [as_tensor(k).dtype for k in (1, True, 1.0)] == [torch.int64, torch.bool, torch.float32]
+    divide = pn.jit(lambda x, k: x / k, **options)
+    assert divide(torch.ones(1), 0.0).item() == math.inf
+    assert divide(torch.ones(1), -0.0).item() == -math.inf
