@@ -379,6 +379,12 @@ def _write_into(
     Returns the results (donated buffers where written) and the paths of the donated
     buffers no result could use.
     """
+    # A result that views a donated buffer (the donated tree's own p["w"], returned as it
+    # was) would show whatever is written into that buffer: it is copied first.
+    results = [
+        r.clone() if r._base is not None and any(r._base is d for d in donated) else r
+        for r in results
+    ]
     # A result that *is* a donated input (passed through unchanged) keeps that buffer: it is
     # reserved first, so no other result is written over the values it must return.
     passed_through = {j for j, d in enumerate(donated) if any(r is d for r in results)}

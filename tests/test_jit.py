@@ -542,3 +542,25 @@ def test_static_arguments_that_compare_equal_but_differ_get_their_own_variant(co
     divide = pn.jit(lambda x, k: x / k, **options)
     assert divide(torch.ones(1), 0.0).item() == math.inf
     assert divide(torch.ones(1), -0.0).item() == -math.inf
+
+
+@pytest.mark.parametrize("compile", [True, False], ids=["compiled", "eager"])
+def test_a_returned_view_of_a_donated_leaf_keeps_the_values_it_had(compile):
+    options = {"backend": CountingBackend()} if compile else {"compile": False}
+
+    def double_and_keep(p):
+        return pn.tree.map(lambda t: t * 2, p), p["w"]  # p["w"] views p's (packed) buffer
+
+    donating = pn.jit(double_and_keep, donate_argnums=0, **options)
+    plain = pn.jit(double_and_keep, **options)
+    a, b = (pn.Params({"w": torch.arange(4.0), "b": torch.ones(3)}) for _ in range(2))
+    kept = []
+    for _ in range(3):
+        a, old_a = donating(a)
+        b, old_b = plain(b)
+        assert torch.equal(old_a, old_b)
+        kept.append((old_a, old_b.clone()))
+    assert all(torch.equal(x, y) for x, y in kept)  # later calls did not write into them
+    pointers = [leaf.data_ptr() for leaf in pn.tree.leaves(a)]
+    a, _ = donating(a)
+    assert [leaf.data_ptr() for leaf in pn.tree.leaves(a)] == pointers  # buffers still reused
