@@ -9,7 +9,7 @@ import torch
 
 from ._config import config
 from ._errors import MutatedError
-from ._treeutil import flatten_with_paths
+from ._treeutil import flatten_with_paths, listed
 
 __all__ = ["check_unmodified", "debug_check", "record_versions"]
 
@@ -97,8 +97,7 @@ def _packed_leaves(node: Any, group: int, prefix: str) -> str:
         for path, slot in zip(flatten_with_paths(node)[0], packed.layout.slots, strict=True)
         if slot.group == group
     ]
-    shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
-    return f" (the flat buffer of {shown}: one of these leaves)"
+    return f" (the flat buffer of {listed(held, 5)}: one of these leaves)"
 
 
 def debug_check(**trees: Any) -> None:

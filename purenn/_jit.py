@@ -24,6 +24,7 @@ from ._errors import DonatedError
 from ._guard import debug_check
 from ._packed import Layout, Packed, try_pack
 from ._params import Params
+from ._treeutil import listed
 
 __all__ = ["Jitted", "jit"]
 
@@ -196,11 +197,8 @@ class Jitted:
         for i in sorted(donated):
             loose = loose_tensor_paths(args[i], self._arg(i))
             if loose:
-                shown = ", ".join(loose[:3]) + (
-                    f" and {len(loose) - 3} more" if len(loose) > 3 else ""
-                )
                 warnings.warn(
-                    f"pn.jit({self._name}): donated {shown} is not inside a pn.Params or optimizer "
+                    f"pn.jit({self._name}): donated {listed(loose, 3)} is not inside a pn.Params or optimizer "
                     "state, so it cannot be marked dead: its buffer is written, and a later use "
                     "reads the new values instead of raising pn.DonatedError. Put such tensors in a "
                     "pn.Params, or do not use them after the call.",

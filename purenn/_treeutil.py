@@ -36,6 +36,12 @@ def path_str(path: Sequence[Any]) -> str:
     return ".".join(str(entry) for entry in path)
 
 
+def listed(paths: Sequence[str], limit: int) -> str:
+    """The first `limit` paths, comma-separated, then how many more (for error messages)."""
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    return ", ".join(paths[:limit]) + more
+
+
 def tensor_leaves(tree: Any) -> list[torch.Tensor]:
     return [leaf for leaf in flatten(tree)[0] if isinstance(leaf, torch.Tensor)]
 

@@ -13,6 +13,7 @@ from torch.utils._pytree import tree_map_only
 
 from .._errors import ShapeError, StateError, TreeMismatchError
 from .._params import Params
+from .._treeutil import is_inexact
 from ._model import Model
 from ._torch_randomness import concrete_seed, keyed_randomness, seeded_generators
 
@@ -113,7 +114,7 @@ class TorchModel(Model):
         uncovered = [
             name
             for name, p in module.named_parameters()
-            if (torch.isnan(p.detach()).any() if _has_nan(p) else name not in owned)
+            if (torch.isnan(p.detach()).any() if is_inexact(p) else name not in owned)
         ]
         if uncovered:
             raise ValueError(
@@ -225,14 +226,10 @@ def _reset_of(module: torch.nn.Module) -> Callable[[], None] | None:
     return None
 
 
-def _has_nan(t: torch.Tensor) -> bool:
-    return t.is_floating_point() or t.is_complex()
-
-
 def _unset(t: torch.Tensor, device: str) -> torch.Tensor:
     """Storage for a parameter before `reset_parameters()`: NaN where the dtype has it."""
     out = torch.empty_like(t, device=device)
-    return out.fill_(float("nan")) if _has_nan(out) else out
+    return out.fill_(float("nan")) if is_inexact(out) else out
 
 
 def _structural_copy(

@@ -57,7 +57,8 @@ def leafwise(
         if s is None:
             s = cast[cache_key] = _cast(scalars, leaf)
         tensors = [col[i] if col is not None else None for col in columns]
-        if leaf.is_complex():
+        complex_leaf = leaf.is_complex()
+        if complex_leaf:
             tensors = [_as_real(t) for t in tensors]
         elif leaf.dim() == 0:
             # Two 0-d operands promote each other (a float32 scalar would turn a bfloat16 leaf
@@ -67,7 +68,7 @@ def leafwise(
         results = kernel(*tensors, s)
         for present, out, result in zip(outputs, results_by_output, results, strict=True):
             if present:
-                if leaf.is_complex():
+                if complex_leaf:
                     out.append(_as_complex(result, dtype))
                     continue
                 result = result if result.dtype == dtype else result.to(dtype)
@@ -84,8 +85,8 @@ def _as_real(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _as_complex(result: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    real = torch.float64 if dtype == torch.complex128 else torch.float32
-    return torch.view_as_complex(result.to(real).contiguous())
+    """A kernel's real-pair result as the complex `dtype` (its parts in that dtype's real type)."""
+    return torch.view_as_complex(result.to(_compute_dtype(dtype)).contiguous())
 
 
 def _cast(scalars: Mapping[str, torch.Tensor | float], leaf: torch.Tensor) -> dict[str, Any]:

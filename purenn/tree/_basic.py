@@ -109,7 +109,7 @@ def _state_leaf(old: Any, value: Any, path: str) -> Any:
     if not isinstance(old, torch.Tensor):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool) and old.dim() == 0:
-        if not (old.is_floating_point() or old.is_complex()) and value != int(value):
+        if not _treeutil.is_inexact(old) and value != int(value):
             raise TypeError(
                 f"pn.tree.set: state leaf {path!r} is {old.dtype}; {value!r} is not an integer"
             )

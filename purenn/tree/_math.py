@@ -49,15 +49,19 @@ def _leafwise(name: str, op: Callable[..., Any], a: Any, b: Any) -> Any:
     try:
         return _treeutil.tree_map(apply, a, b, names=["a", "b"])
     except _ShapeMismatch:
-        pass
-    paths, xs, _ = _treeutil.flatten_with_paths(a)
-    for path, x, y in zip(paths, xs, _treeutil.flatten(b)[0], strict=True):
+        paths, xs, _ = _treeutil.flatten_with_paths(a)
+        _check_shapes(name, paths, xs, _treeutil.flatten(b)[0])
+        raise AssertionError("unreachable: a shape mismatch was seen but not found again") from None
+
+
+def _check_shapes(name: str, paths: list[str], xs: list[Any], ys: list[Any]) -> None:
+    """Raise ShapeError at the first path where tensor leaves `xs` and `ys` differ in shape."""
+    for path, x, y in zip(paths, xs, ys, strict=True):
         if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape != y.shape:
             raise ShapeError(
                 f"pn.tree.{name}: at '{path}', a has shape {tuple(x.shape)} but b has "
                 f"{tuple(y.shape)}; leaves are combined without broadcasting"
             )
-    raise AssertionError("unreachable: a shape mismatch was seen but not found again")
 
 
 def scale(tree: Any, factor: float | torch.Tensor) -> Any:
@@ -138,12 +142,10 @@ def diff(a: Any, b: Any) -> Any:
     """
     _treeutil.check_same_structure(a, [b], ["a", "b"])
     paths, old, spec = _treeutil.flatten_with_paths(a)
+    new = _treeutil.flatten(b)[0]
+    _check_shapes("diff", paths, old, new)
     norms = []
-    for path, x, y in zip(paths, old, _treeutil.flatten(b)[0], strict=True):
-        if x.shape != y.shape:
-            raise ShapeError(
-                f"pn.tree.diff: at '{path}', a has shape {tuple(x.shape)} but b has {tuple(y.shape)}"
-            )
+    for x, y in zip(old, new, strict=True):
         dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
         norms.append(torch.linalg.vector_norm(y.to(dtype) - x.to(dtype)))
     return _treeutil.unflatten(spec, norms)
